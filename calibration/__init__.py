@@ -1,0 +1,1 @@
+"""Technician calibration: procedures, the calibration file format, verification."""

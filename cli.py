@@ -1,0 +1,49 @@
+"""The ``ramp-edge`` command: a thin shell over the library; each area mounts its sub-app.
+
+Human output goes to stderr, ``--json`` output to stdout. Exit codes: 0 success, 1 error (one
+line on stderr says what and what to do), 2 bad usage, 3 finished but some data was lost,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from firmware_bridge.cli import bridge_app, emulator_app, run_guarded
+from ramp_edge import __version__
+from ramp_edge.cli_config import config_app
+
+app = typer.Typer(
+    help="ramp-edge: run a RAMP-trained robot policy on the robot, and the tools around it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(bridge_app, name="bridge")
+app.add_typer(emulator_app, name="emulator")
+app.add_typer(config_app, name="config")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"ramp-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """ramp-edge: run a RAMP-trained robot policy on the robot, and the tools around it."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one clear line for the project's errors, never a traceback."""
+    run_guarded(app, "ramp-edge", argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The emulator as a separate process, for tests, benchmarks and ``ramp-edge run``."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+from firmware_bridge.errors import LinkError
+
+
+class EmulatorProcess:
+    """Start ``python -m firmware_bridge.emulator serve --url URL [args]`` and learn the URL
+    hosts should dial from its first line. A context manager; ``stop()`` is idempotent."""
+
+    def __init__(
+        self, url: str = "pty://", args: tuple[str, ...] = (), start_timeout_s: float = 20.0
+    ) -> None:
+        cmd = [sys.executable, "-m", "firmware_bridge.emulator", "serve", "--url", url, *args]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            text=True, env=env,
+        )
+        self.host_url = self._read_line(start_timeout_s)
+
+    def _read_line(self, timeout_s: float) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.1)
+            if ready:
+                line = self.proc.stdout.readline().strip()
+                if line:
+                    return line
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read() if self.proc.stderr else ""
+                raise LinkError(f"emulator exited with {self.proc.returncode}: {err.strip()}")
+        self.stop()
+        raise LinkError("emulator did not announce its URL in time")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stall(self) -> None:
+        self.signal(signal.SIGUSR1)
+
+    def unplug(self) -> None:
+        self.signal(signal.SIGUSR2)
+
+    def stop(self, timeout_s: float = 5.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or power cut would."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> EmulatorProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

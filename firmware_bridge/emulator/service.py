@@ -1,0 +1,76 @@
+"""Starting the emulator: build the device and its link from a URL, run it, stop on signals.
+
+Device-side URLs: ``pty://`` (a new pseudo-terminal), ``pty:///path/link`` (the same, with a
+stable symbolic link at that path, kept across unplug/replug), ``zmq+tcp://host:port``,
+``zmq+ipc:///path``. :func:`serve` prints the host-side URL as the first line on stdout.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from firmware_bridge.emulator.device import DeviceConfig, EmulatedMotorController
+from firmware_bridge.emulator.server import EmulatorServer, FailureKnobs
+from firmware_bridge.errors import TransportUrlError
+from firmware_bridge.transport.base import Transport
+from firmware_bridge.transport.url import TransportUrl
+
+
+@dataclass(frozen=True)
+class DeviceLinkSpec:
+    """How to open (and reopen, after an unplug) the device side, and what hosts dial."""
+
+    open: Callable[[], Transport]
+    host_url: Callable[[Transport], str]
+
+
+def device_link(url: str) -> DeviceLinkSpec:
+    parsed = TransportUrl.parse(url) if "://" in url else TransportUrl(url, "", "", {})
+    if parsed.scheme == "pty":
+        from firmware_bridge.transport.pty_device import PtyDeviceTransport
+
+        link_path = parsed.path or None
+
+        def open_pty() -> Transport:
+            return PtyDeviceTransport(url, link=link_path)
+
+        def pty_host_url(t: Transport) -> str:
+            assert isinstance(t, PtyDeviceTransport)
+            return f"serial://{link_path or t.slave_path}"
+
+        return DeviceLinkSpec(open_pty, pty_host_url)
+    if parsed.scheme in ("zmq+tcp", "zmq+ipc"):
+        from firmware_bridge.transport.zmq_link import ZmqDeviceTransport
+
+        return DeviceLinkSpec(lambda: ZmqDeviceTransport(url), lambda t: url)
+    raise TransportUrlError(
+        f"the emulator cannot listen on {url!r}: use pty://[LINK], zmq+tcp://HOST:PORT "
+        "or zmq+ipc:///PATH"
+    )
+
+
+def serve(
+    url: str,
+    config: DeviceConfig,
+    knobs: FailureKnobs,
+    stall_s: float = 0.5,
+    unplug_s: float = 1.0,
+    announce: Callable[[str], None] = print,
+) -> EmulatorServer:
+    """Run the emulator until SIGTERM/SIGINT. SIGUSR1 stalls it for ``stall_s``; SIGUSR2
+    unplugs it for ``unplug_s`` (then it comes back, on a new pty behind the same link)."""
+    spec = device_link(url)
+    link = spec.open()
+    server = EmulatorServer(EmulatedMotorController(config), link, knobs, relink=spec.open)
+    announce(spec.host_url(link))
+    sys.stdout.flush()
+    server.on_relink = lambda t: (announce(spec.host_url(t)), sys.stdout.flush())
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    signal.signal(signal.SIGINT, lambda *_: server.stop())
+    signal.signal(signal.SIGUSR1, lambda *_: server.stall(stall_s))
+    signal.signal(signal.SIGUSR2, lambda *_: server.unplug(unplug_s))
+    server.run()
+    return server

@@ -1,0 +1,1 @@
+"""The RAMP networks, their training stages and export to bundles and engines."""

@@ -1,0 +1,72 @@
+"""The ramp-edge command as a user runs it: a separate process, exit codes, stdout/stderr."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# the console script installed beside this interpreter, as a user runs it
+EXE = Path(sys.executable).parent / "ramp-edge"
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    cmd = [str(EXE), *args] if EXE.exists() else [sys.executable, "-c", "import cli; cli.main()",
+                                                  *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_when_asked_for_help_expect_every_area_listed():
+    out = run("--help")
+    assert out.returncode == 0
+    for area in ("bridge", "emulator", "config"):
+        assert area in out.stdout
+
+
+def test_when_asked_for_version_expect_it_on_stdout():
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.startswith("ramp-edge ")
+
+
+def test_when_bench_runs_against_emulator_process_expect_json_with_link_figures():
+    out = run("bridge", "bench", "--emulator", "pty://", "--seconds", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    for key in ("round_trips_per_s", "rtt_p99_ms", "crc_failures", "timeouts", "lost"):
+        assert key in result
+    assert result["round_trips_per_s"] > 100
+    assert result["crc_failures"] == 0
+
+
+def test_when_probe_runs_expect_joints_in_json():
+    out = run("bridge", "probe", "sim://", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["joints"][-1]["name"] == "gripper"
+    assert report["link"]["timeouts"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("bridge", "probe", "nope://x"), "unknown transport 'nope'"),
+        (("bridge", "probe", "serial:///dev/not-a-port"), "cannot open serial port"),
+        (("config", "check", "/nonexistent/robot.toml"), "cannot read robot config"),
+    ],
+)
+def test_when_input_is_bad_expect_one_line_error_and_exit_1(args, message):
+    out = run(*args)
+    assert out.returncode == 1
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_when_emulator_listens_on_a_bad_url_expect_clear_error():
+    out = run("emulator", "serve", "--url", "tcp://nowhere")
+    assert out.returncode == 1
+    assert "cannot listen on" in out.stderr
