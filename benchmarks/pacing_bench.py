@@ -1,0 +1,125 @@
+"""Control-loop lateness: the project's Pacer (absolute deadlines + busy-wait tail) side by side
+with a plain ``time.sleep(period)`` loop, at 100 Hz and 500 Hz, with and without an inference
+load (a torch MLP forward pass in another thread of the same process, as the inference thread
+will be) competing for the GIL and the cores.
+
+    .venv/bin/python benchmarks/pacing_bench.py --seconds 60 [--json]
+
+Lateness of a step = its start time minus its intended start on the fixed grid
+``t0 + k * period``; for the sleep loop the grid is the same, so its drift shows as lateness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import threading
+import time
+
+import numpy as np
+
+from ramp_edge.pacing import LatenessStats, Pacer
+
+
+def _work(step_s: float = 0.0002) -> None:
+    """Stand-in for a control step: a little numpy work and a short spin (~0.2 ms)."""
+    a = np.arange(7, dtype=np.float64)
+    end = time.perf_counter() + step_s
+    while time.perf_counter() < end:
+        a = np.clip(a * 1.0001, -3, 3)
+
+
+def run_pacer(rate_hz: float, seconds: float) -> dict:
+    pacer = Pacer(rate_hz)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pacer.wait()
+        _work()
+    return pacer.stats.summary()
+
+
+def run_sleep_loop(rate_hz: float, seconds: float) -> dict:
+    period = 1.0 / rate_hz
+    stats = LatenessStats()
+    t0 = time.monotonic()
+    k = 0
+    while time.monotonic() - t0 < seconds:
+        now = time.monotonic()
+        late = now - (t0 + k * period)
+        stats.add(late * 1000)
+        if late >= period:
+            stats.overruns += 1
+        _work()
+        time.sleep(period)
+        k += 1
+    return stats.summary()
+
+
+class InferenceLoad:
+    """A thread running a small MLP forward pass back to back, like an inference thread."""
+
+    def __init__(self) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        self._model = torch.nn.Sequential(
+            torch.nn.Linear(512, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 1024),
+            torch.nn.GELU(), torch.nn.Linear(1024, 350),
+        ).eval()
+        self._x = torch.randn(8, 512)
+        self._stop = threading.Event()
+        self.passes = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while not self._stop.is_set():
+                self._model(self._x)
+                self.passes += 1
+
+    def __enter__(self) -> InferenceLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    gc.freeze()
+    sys.setswitchinterval(0.0005)
+    results = []
+    for load in (False, True):
+        for rate in (100.0, 500.0):
+            for name, fn in (("pacer", run_pacer), ("time.sleep", run_sleep_loop)):
+                if load:
+                    with InferenceLoad() as inf:
+                        summary = fn(rate, args.seconds)
+                    summary["inference_passes_per_s"] = inf.passes / args.seconds
+                else:
+                    summary = fn(rate, args.seconds)
+                summary.update(loop=name, rate_hz=rate, inference=load,
+                               achieved_hz=summary["steps"] / args.seconds)
+                results.append(summary)
+                if not args.json:
+                    print(f"{name:<10} {rate:>5.0f} Hz inference={'on ' if load else 'off'} "
+                          f"achieved {summary['achieved_hz']:7.1f} Hz  late p50 "
+                          f"{summary['p50_ms']:6.3f} p99 {summary['p99_ms']:6.3f} max "
+                          f"{summary['max_ms']:7.3f} ms  overruns {summary['overruns']}",
+                          flush=True)
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
