@@ -182,6 +182,11 @@ class MotorBus:
             if frame is None:
                 return None
             if frame.version != PROTOCOL_VERSION:
+                if frame.seq == seq:  # our reply, in a version we do not speak
+                    raise IncompatibleFirmwareError(
+                        f"the device on {self.url} answered in protocol version {frame.version};"
+                        f" this host speaks {PROTOCOL_VERSION}: update one of them"
+                    )
                 continue  # not ours to interpret; the decoder already checked the CRC
             try:
                 msg = from_frame(frame)

@@ -50,8 +50,12 @@ class Frame:
 
 def encode_payload(frame: Frame) -> bytes:
     """Return the msgpack payload of ``frame``. Raises FrameError if a field is out of range."""
-    if not (0 <= frame.seq <= _U32 and 0 <= frame.t_us <= _U64):
-        raise FrameError(f"seq {frame.seq} or t_us {frame.t_us} out of range")
+    if not (_is_int_in(frame.version, 0xFF) and _is_int_in(frame.type, 0xFF)):
+        raise FrameError(f"version {frame.version!r} and type {frame.type!r} must be 0..255")
+    if not (_is_int_in(frame.seq, _U32) and _is_int_in(frame.t_us, _U64)):
+        raise FrameError(f"seq {frame.seq!r} must be a uint32 and t_us {frame.t_us!r} a uint64")
+    if type(frame.body) is not list:
+        raise FrameError("body must be a list")
     try:
         payload = msgpack.packb(
             [frame.version, frame.type, frame.seq, frame.t_us, frame.body], use_bin_type=True
@@ -61,6 +65,11 @@ def encode_payload(frame: Frame) -> bytes:
     if len(payload) > MAX_PAYLOAD:
         raise FrameTooLongError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     return payload
+
+
+def _is_int_in(value: object, limit: int) -> bool:
+    """0 <= value <= limit for an int or int subclass (IntEnum), never a bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
 
 
 def _is_uint(value: object, limit: int) -> bool:
@@ -142,8 +151,12 @@ def _decode_at(buffer: bytes | bytearray, start: int) -> tuple[int, Frame | None
     if end < 0:
         available = len(buffer) - start
         if available > MAX_ENCODED:
+            # Too long to be a frame: drop it up to and including its delimiter if that has
+            # arrived (what follows may be good), else every byte seen so far.
+            later = buffer.find(b"\x00", start + MAX_ENCODED + 1)
+            consumed = available if later < 0 else later + 1 - start
             raise FrameTooLongError(
-                f"{available} bytes without a delimiter exceed the longest frame", available
+                f"{consumed} bytes without a delimiter exceed the longest frame", consumed
             )
         return 0, None
     consumed = end + 1 - start

@@ -101,7 +101,10 @@ def _arity(body: list[Any], n: int, name: str) -> None:
 
 
 class Message:
-    """Base of all messages: ``TYPE`` plus conversion to and from a frame body."""
+    """Base of all messages: ``TYPE`` plus conversion to and from a frame body.
+
+    Messages that carry joint vectors compare by identity (``eq=False``): numpy arrays have
+    no single truth value; compare their ``to_body()`` to compare contents."""
 
     TYPE: ClassVar[MsgType]
 
@@ -134,7 +137,7 @@ class Hello(Message):
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Info(Message):
     """Device -> host: who the device is, its joints and its own limits."""
 
@@ -192,7 +195,7 @@ class StateRequest(Message):
     TYPE: ClassVar[MsgType] = MsgType.STATE_REQUEST
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class State(Message):
     """Device -> host: measured joint state; the reply to SETPOINT and STATE_REQUEST."""
 
@@ -226,7 +229,7 @@ class State(Message):
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Setpoint(Message):
     """Host -> device: reach ``position`` (optionally with ``velocity``) ``reach_in_us`` after
     this frame arrives, interpolating from the current command. Answered by STATE."""
@@ -297,7 +300,7 @@ class CalRead(Message):
     TYPE: ClassVar[MsgType] = MsgType.CAL_READ
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Calibration(Message):
     """Calibration held by the device: per joint homing offset, drive sign (+1/-1) and limits.
 
@@ -337,7 +340,7 @@ class Calibration(Message):
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class CalWrite(Calibration):
     """Host -> device: store this calibration (only in TORQUE_OFF). Answered by ACK."""
 
