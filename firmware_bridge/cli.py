@@ -148,10 +148,23 @@ def serve(
     drop_replies: Annotated[float, typer.Option(help="Probability each reply is dropped.")] = 0.0,
     corrupt_replies: Annotated[float, typer.Option(
         help="Probability each reply has a bit flipped.")] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed for the failure knobs.")] = 0,
+    fault_seed: Annotated[int, typer.Option(help="Seed for the failure knobs.")] = 0,
     stall_ms: Annotated[int, typer.Option(help="SIGUSR1 stops answering for this long.")] = 500,
     unplug_ms: Annotated[int, typer.Option(
         help="SIGUSR2 closes the port for this long, then reopens it.")] = 1000,
+    plant: Annotated[str, typer.Option(
+        help="motor (a per-joint motor model) or mujoco (the simulated arm and its task scene; "
+             "needs the sim extra).")] = "motor",
+    task: Annotated[str | None, typer.Option(
+        help="Task scene for the MuJoCo plant (ramp-edge sim tasks lists them).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the first episode's initial state.")] = 0,
+    camera_url: Annotated[str | None, typer.Option(
+        help="MuJoCo plant: publish rendered camera frames here (zmq+tcp:// or zmq+ipc://).")]
+    = None,
+    camera_hz: Annotated[float, typer.Option(help="Camera frame rate.")] = 30.0,
+    camera_size: Annotated[int, typer.Option(help="Camera image width = height, pixels.")] = 96,
+    sim_url: Annotated[str | None, typer.Option(
+        help="MuJoCo plant: answer sim requests (reset, task status) here.")] = None,
 ) -> None:
     """Run the emulated motor controller until SIGTERM or Ctrl-C.
 
@@ -160,8 +173,17 @@ def serve(
     joint limits, command watchdog and e-stop latch."""
     from firmware_bridge.emulator.device import DeviceConfig
     from firmware_bridge.emulator.server import FailureKnobs
+    from firmware_bridge.emulator.service import SimOptions
     from firmware_bridge.emulator.service import serve as run_service
 
+    if plant not in ("motor", "mujoco"):
+        raise typer.BadParameter("plant must be 'motor' or 'mujoco'")
+    if plant == "motor" and (task or camera_url or sim_url):
+        raise typer.BadParameter("--task, --camera-url and --sim-url need --plant mujoco")
+    if plant == "mujoco" and joints != 7:
+        raise typer.BadParameter("the MuJoCo arm has 7 joints (6 + gripper)")
+    sim = SimOptions(task, seed, camera_url, camera_hz, camera_size, sim_url) if (
+        plant == "mujoco") else None
     try:
         config = DeviceConfig.default(
             joints, watchdog_ms=watchdog_ms, fault_after_ms=fault_after_ms,
@@ -169,8 +191,15 @@ def serve(
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
-    knobs = FailureKnobs(drop_replies=drop_replies, corrupt_replies=corrupt_replies, seed=seed)
-    server = run_service(url, config, knobs, stall_s=stall_ms / 1000, unplug_s=unplug_ms / 1000)
+    knobs = FailureKnobs(drop_replies=drop_replies, corrupt_replies=corrupt_replies,
+                         seed=fault_seed)
+    server = run_service(url, config, knobs, stall_s=stall_ms / 1000, unplug_s=unplug_ms / 1000,
+                         sim=sim)
     s = server.stats
     _say(f"emulator stopped: {s.ticks} servo ticks, {s.skipped_ticks} skipped, max tick lateness "
          f"{s.max_tick_late_ms:.2f} ms, {server.device.counters.frames_in} frames in")
+    for side in server.side_channels:
+        render_ms = getattr(side, "render_ms", None)
+        if render_ms:
+            _say(f"cameras: {len(render_ms)} renders, "
+                 f"{sum(render_ms) / len(render_ms):.2f} ms per render (all cameras)")

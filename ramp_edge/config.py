@@ -80,12 +80,16 @@ class JointConfig:
     position_max: float
     max_velocity_per_s: float
     max_acceleration_per_s2: float
+    # Kept inside the limits, in the joint's unit; negative means [safety] joint_margin.
+    margin: float = -1.0
 
     def validate(self) -> None:
         if self.unit not in ("rad", "m"):
             raise ValueError(f"unit must be 'rad' or 'm', not {self.unit!r}")
         if not self.position_min < self.position_max:
             raise ValueError("position_min must be below position_max")
+        if self.margin * 2 >= self.position_max - self.position_min:
+            raise ValueError("margin must be less than half the joint's range")
         _positive(self, "max_velocity_per_s", "max_acceleration_per_s2")
 
 

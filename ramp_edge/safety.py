@@ -165,23 +165,28 @@ class JointLimits:
 
     @classmethod
     def from_config(cls, config: RobotConfig, *, max_margin_fraction: float = 0.1) -> JointLimits:
-        """Limits of ``config.joints`` with ``config.safety.joint_margin`` applied.
+        """Limits of ``config.joints`` with each joint's ``margin`` (or, where it has none,
+        ``config.safety.joint_margin``) applied.
 
-        The margin is one number in each joint's own unit, so a margin meant in radians can
-        swallow a small prismatic range (0.05 on a 0.04 m gripper). Per joint the margin is
-        therefore at most ``max_margin_fraction`` of the joint's range; a reduced margin is logged
-        as a warning and visible in :attr:`margin`. Raises :class:`LimitsError` as the class does.
+        The shared margin is one number in each joint's own unit, so a margin meant in radians
+        can swallow a small prismatic range (0.05 on a 0.04 m gripper): give such a joint its own
+        ``margin``. Per joint the shared margin is at most ``max_margin_fraction`` of the
+        joint's range; a reduced margin is logged as a warning and visible in :attr:`margin`.
+        Raises :class:`LimitsError` as the class does.
         """
         if not 0 <= max_margin_fraction < 0.5:
             raise LimitsError("max_margin_fraction must be in [0, 0.5)")
         joints = config.joints
+        shared = config.safety.joint_margin
         span = np.array([j.position_max - j.position_min for j in joints])
-        margin = np.minimum(config.safety.joint_margin, max_margin_fraction * span)
+        wanted = np.array([j.margin if j.margin >= 0 else shared for j in joints])
+        own = np.array([j.margin >= 0 for j in joints])
+        margin = np.where(own, wanted, np.minimum(wanted, max_margin_fraction * span))
         for j, m in zip(joints, margin, strict=True):
-            if m < config.safety.joint_margin:
+            if j.margin < 0 and m < shared:
                 log.warning(
                     "%s: joint_margin %g %s is more than %g of the joint's range; using %g",
-                    j.name, config.safety.joint_margin, j.unit, max_margin_fraction, m,
+                    j.name, shared, j.unit, max_margin_fraction, m,
                 )
         return cls(
             names=config.joint_names,

@@ -5,6 +5,7 @@ Budget: the property tests run about 10 s on 2 cores; ``max_examples`` is stated
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -62,14 +63,25 @@ def test_when_built_from_config_expect_margins_inside_the_configured_range():
 
 
 def test_when_the_margin_swallows_a_small_joint_expect_it_reduced_with_a_warning(caplog):
-    # The emulated gripper spans 0.04 m; a 0.05 margin would leave nothing.
+    # The emulated gripper spans 0.04 m; the shared 0.05 margin would leave nothing.
     config = load_config()
+    joints = tuple(dataclasses.replace(j, margin=-1.0) for j in config.joints)
+    config = dataclasses.replace(config, joints=joints)
     with caplog.at_level(logging.WARNING, logger="ramp_edge.safety"):
         limits = JointLimits.from_config(config, max_margin_fraction=0.1)
     g = config.joint_names.index("gripper")
     assert limits.margin[g] == pytest.approx(0.004)
     assert limits.lower[g] < limits.upper[g]
     assert "gripper" in caplog.text
+
+
+def test_when_a_joint_has_its_own_margin_expect_it_used_without_warning(caplog):
+    config = load_config()
+    g = config.joint_names.index("gripper")
+    with caplog.at_level(logging.WARNING, logger="ramp_edge.safety"):
+        limits = JointLimits.from_config(config)
+    assert limits.margin[g] == pytest.approx(config.joints[g].margin) == pytest.approx(0.002)
+    assert caplog.text == ""
 
 
 def test_when_intersected_with_device_limits_expect_the_narrower_range_and_margin_kept():

@@ -232,6 +232,7 @@ class EmulatedMotorController:
             self.command = self.plant.position.copy()  # torque on where the arm is: no jump
         self.mode = mode
         self._hold()
+        self._watchdog_hold_ns = None  # the host chose this mode: it is alive and in charge
         if mode == Mode.POSITION:
             self._last_setpoint_ns = now_ns
         return Ack(AckStatus.OK, mode.name)
@@ -280,6 +281,10 @@ class EmulatedMotorController:
                 self._latch(Mode.FAULT, FaultCode.JOINT_LIMIT, "joint outside its limits")
         out, self._outbox = self._outbox, []
         return out
+
+    def resync_to_plant(self) -> None:
+        """The plant was moved from outside (a simulated-world reset): hold where it now is."""
+        self._hold()
 
     def _hold(self) -> None:
         self._segment = None

@@ -10,7 +10,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -60,9 +62,11 @@ class EmulatorServer:
         self._stall_until_ns = 0
         self._unplug_until_ns = 0
         self._requests: list[tuple[str, float]] = []
+        self._calls: list[tuple[Callable[[], Any], Future]] = []
         self._lock = threading.Lock()
         self.stats = ServoStats()
         self.on_relink: Callable[[Transport], None] | None = None
+        self.side_channels: list[Any] = []  # camera publisher, sim control (MuJoCo plant)
 
     # -- knobs callable from other threads or signal handlers ---------------------------------
     def stop(self) -> None:
@@ -77,6 +81,14 @@ class EmulatorServer:
         """Close the port, stay away ``seconds``, then come back on a fresh one."""
         with self._lock:
             self._requests.append(("unplug", seconds))
+
+    def call_in_loop(self, fn: Callable[[], Any]) -> Future:
+        """Run ``fn`` on the servo thread between ticks (the plant is never touched from two
+        threads at once); returns a future with its result or exception."""
+        future: Future = Future()
+        with self._lock:
+            self._calls.append((fn, future))
+        return future
 
     # -- loop ---------------------------------------------------------------------------------
     def run(self) -> None:
@@ -103,6 +115,14 @@ class EmulatorServer:
             self.link.close()
 
     def _apply_requests(self, now: int) -> None:
+        if self._calls:
+            with self._lock:
+                calls, self._calls = self._calls, []
+            for fn, future in calls:
+                try:
+                    future.set_result(fn())
+                except Exception as err:  # handed to the caller's thread, which reports it
+                    future.set_exception(err)
         if not self._requests:
             return
         with self._lock:

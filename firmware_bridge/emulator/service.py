@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from firmware_bridge.emulator.device import DeviceConfig, EmulatedMotorController
 from firmware_bridge.emulator.server import EmulatorServer, FailureKnobs
@@ -52,6 +52,18 @@ def device_link(url: str) -> DeviceLinkSpec:
     )
 
 
+@dataclass(frozen=True)
+class SimOptions:
+    """The MuJoCo plant and its side channels (see :mod:`firmware_bridge.emulator.sim_link`)."""
+
+    task: str | None = None
+    seed: int = 0
+    camera_url: str | None = None
+    camera_hz: float = 30.0
+    camera_size: int = 96
+    sim_url: str | None = None
+
+
 def serve(
     url: str,
     config: DeviceConfig,
@@ -59,12 +71,39 @@ def serve(
     stall_s: float = 0.5,
     unplug_s: float = 1.0,
     announce: Callable[[str], None] = print,
+    sim: SimOptions | None = None,
 ) -> EmulatorServer:
     """Run the emulator until SIGTERM/SIGINT. SIGUSR1 stalls it for ``stall_s``; SIGUSR2
-    unplugs it for ``unplug_s`` (then it comes back, on a new pty behind the same link)."""
+    unplugs it for ``unplug_s`` (then it comes back, on a new pty behind the same link).
+    With ``sim`` the plant is the MuJoCo arm, with cameras and sim control if their URLs are
+    given."""
+    plant = None
+    if sim is not None:
+        from firmware_bridge.sim.plant import MujocoPlant
+
+        plant = MujocoPlant(sim.task, seed=sim.seed)
+        config = replace(config, initial_position=tuple(float(x) for x in plant.position))
     spec = device_link(url)
     link = spec.open()
-    server = EmulatorServer(EmulatedMotorController(config), link, knobs, relink=spec.open)
+    server = EmulatorServer(EmulatedMotorController(config, plant), link, knobs,
+                            relink=spec.open)
+    side: list = []
+    try:
+        if sim is not None and sim.camera_url:
+            from firmware_bridge.emulator.sim_link import CameraPublisherThread
+
+            side.append(CameraPublisherThread(plant, sim.camera_url, sim.camera_hz,
+                                              sim.camera_size))
+        if sim is not None and sim.sim_url:
+            from firmware_bridge.emulator.sim_link import SimControlThread
+
+            side.append(SimControlThread(server, sim.sim_url))
+    except BaseException:
+        for s in side:
+            s.stop()
+        link.close()
+        raise
+    server.side_channels = side
     announce(spec.host_url(link))
     sys.stdout.flush()
     server.on_relink = lambda t: (announce(spec.host_url(t)), sys.stdout.flush())
@@ -72,5 +111,9 @@ def serve(
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     signal.signal(signal.SIGUSR1, lambda *_: server.stall(stall_s))
     signal.signal(signal.SIGUSR2, lambda *_: server.unplug(unplug_s))
-    server.run()
+    try:
+        server.run()
+    finally:
+        for s in side:
+            s.stop()
     return server
