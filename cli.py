@@ -14,6 +14,7 @@ import typer
 from firmware_bridge.cli import bridge_app, emulator_app, run_guarded
 from ramp_edge import __version__
 from ramp_edge.cli_config import config_app
+from ramp_edge.cli_run import estop, run, status
 from ramp_edge.cli_systemd import systemd_app
 
 app = typer.Typer(
@@ -26,6 +27,9 @@ app.add_typer(bridge_app, name="bridge")
 app.add_typer(emulator_app, name="emulator")
 app.add_typer(config_app, name="config")
 app.add_typer(systemd_app, name="systemd")
+app.command("run")(run)
+app.command("estop")(estop)
+app.command("status")(status)
 
 
 def _version(value: bool) -> None:

@@ -1,7 +1,7 @@
 """Control-loop lateness: the project's Pacer (absolute deadlines + busy-wait tail) side by side
 with a plain ``time.sleep(period)`` loop, at 100 Hz and 500 Hz, with and without an inference
-load (a torch MLP forward pass in another thread of the same process, as the inference thread
-will be) competing for the GIL and the cores.
+load (the reference bundle's engine called back to back in another thread of the same process,
+as the controller's inference thread does) competing for the GIL and the cores.
 
     .venv/bin/python benchmarks/pacing_bench.py --seconds 60 [--json]
 
@@ -17,6 +17,7 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -58,28 +59,24 @@ def run_sleep_loop(rate_hz: float, seconds: float) -> dict:
 
 
 class InferenceLoad:
-    """A thread running a small MLP forward pass back to back, like an inference thread."""
+    """A thread calling the real engine back to back on the reference bundle (world model +
+    policy, the backend ``select_engine`` picks), as the controller's inference thread does."""
 
-    def __init__(self) -> None:
-        import torch
+    def __init__(self, bundle_dir: Path) -> None:
+        from ramp_edge.bundle import load_bundle
+        from ramp_edge.engines import select_engine
 
-        torch.set_num_threads(1)
-        self._model = torch.nn.Sequential(
-            torch.nn.Linear(512, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 1024),
-            torch.nn.GELU(), torch.nn.Linear(1024, 350),
-        ).eval()
-        self._x = torch.randn(8, 512)
+        bundle = load_bundle(bundle_dir)
+        self.engine, self.message = select_engine(bundle)
+        self._obs = bundle.probe_observation()
         self._stop = threading.Event()
         self.passes = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        import torch
-
-        with torch.inference_mode():
-            while not self._stop.is_set():
-                self._model(self._x)
-                self.passes += 1
+        while not self._stop.is_set():
+            self.engine.predict(self._obs, "standard")
+            self.passes += 1
 
     def __enter__(self) -> InferenceLoad:
         self._thread.start()
@@ -90,11 +87,28 @@ class InferenceLoad:
         self._thread.join()
 
 
+def reference_bundle(path: Path) -> Path:
+    if not path.exists():
+        from models.reference import build_reference_bundle
+        from ramp_edge.config import load_config
+
+        config = load_config()
+        build_reference_bundle(path, config.joint_names,
+                               joint_limits=[(j.position_min, j.position_max)
+                                             for j in config.joints],
+                               camera_names=tuple(c.name for c in config.cameras))
+    return path
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--bundle", type=Path, default=Path("benchmarks/out/pacing_bundle"),
+                    help="bundle for the inference load (the reference bundle is built there "
+                         "if missing)")
     args = ap.parse_args()
+    bundle_dir = reference_bundle(args.bundle)
     gc.freeze()
     sys.setswitchinterval(0.0005)
     results = []
@@ -102,7 +116,7 @@ def main() -> int:
         for rate in (100.0, 500.0):
             for name, fn in (("pacer", run_pacer), ("time.sleep", run_sleep_loop)):
                 if load:
-                    with InferenceLoad() as inf:
+                    with InferenceLoad(bundle_dir) as inf:
                         summary = fn(rate, args.seconds)
                     summary["inference_passes_per_s"] = inf.passes / args.seconds
                 else:

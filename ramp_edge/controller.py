@@ -1,0 +1,444 @@
+"""The controller: one process, a control thread, an inference thread (DESIGN.md, "Data flow").
+
+The control thread (the one calling :meth:`Controller.run_episode`) paces itself to absolute
+deadlines and, every step, computes the command (policy chunk, hold, or controlled stop) through
+the safety filter, exchanges it with the motor controller for the measured state, and publishes
+that state for inference. It never waits on inference or disk: chunks arrive through the
+:class:`~ramp_edge.chunks.ActionScheduler`, observations leave as one reference swap.
+
+The inference thread waits until the scheduler wants a chunk, builds an observation from the
+newest state and camera frames, runs the engine, checks the chunk (safety layer 1) and pushes it.
+
+Other threads (control socket, signal handlers) only set requests the control thread acts on at
+its next step: e-stop, stop, clear.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from firmware_bridge.bus import MotorBus
+from firmware_bridge.errors import DeviceRejectedError, DeviceTimeoutError, LinkError
+from firmware_bridge.messages import Mode
+from ramp_edge.chunks import ActionScheduler, Staleness
+from ramp_edge.config import RobotConfig
+from ramp_edge.errors import EdgeError
+from ramp_edge.pacing import LatenessStats, Pacer
+from ramp_edge.safety import ChunkRejectedError, JointLimits, SafetyFilter, check_chunk
+from ramp_edge.sd_notify import Notifier
+from ramp_edge.states import ControllerState as S
+from ramp_edge.states import ControllerStateMachine
+
+log = logging.getLogger("ramp_edge.controller")
+
+
+class ControllerError(EdgeError, RuntimeError):
+    """The controller cannot start or had to stop (the message says why and what to do)."""
+
+
+class Camera(Protocol):
+    name: str
+
+    def latest(self) -> tuple[np.ndarray, float] | None:
+        """The newest frame (uint8 HxWx3) and its capture time (time.monotonic s), or None."""
+
+
+class PolicyEngine(Protocol):
+    backend: str
+
+    def predict(self, obs: Any, mode: str = "standard") -> Any:
+        """An object with ``actions`` (H x n, absolute joint targets) and ``value``."""
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    """The newest measured state, published by the control thread (one reference swap)."""
+
+    t_s: float
+    position: np.ndarray
+    velocity: np.ndarray
+
+
+@dataclass
+class StepRecord:
+    """What one control step did; handed to ``on_step`` (the recorder) when set."""
+
+    t_s: float
+    command: np.ndarray
+    state: StateSnapshot | None
+    source: str  # "policy" | "hold" | "stop" | "ramp"
+    chunk_id: int | None
+    value: float | None
+    interventions: int
+
+
+@dataclass
+class RunStats:
+    steps: int = 0
+    missed_replies: int = 0
+    safety_clamps: int = 0
+    chunks: int = 0
+    chunks_rejected: int = 0
+    chunk_latency_ms: list[float] = field(default_factory=list)
+    compute_ms: LatenessStats = field(default_factory=LatenessStats)
+    state_to_setpoint_ms: LatenessStats = field(default_factory=LatenessStats)
+    largest_step: float = 0.0
+    source_steps: dict[str, int] = field(default_factory=dict)
+
+
+ObservationBuilder = Callable[[StateSnapshot, Mapping[str, np.ndarray]], Any]
+
+
+class Controller:
+    """Drives one robot. ``make_observation(state, images)`` builds the engine's input."""
+
+    def __init__(
+        self,
+        config: RobotConfig,
+        bus: MotorBus,
+        engine: PolicyEngine,
+        make_observation: ObservationBuilder,
+        *,
+        cameras: Mapping[str, Camera] | None = None,
+        notifier: Notifier | None = None,
+        mode: str = "standard",
+        camera_max_age_s: float = 0.5,
+        first_chunk_timeout_s: float = 10.0,
+        on_step: Callable[[StepRecord], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.bus = bus
+        self.engine = engine
+        self.make_observation = make_observation
+        self.cameras = dict(cameras or {})
+        self.notifier = notifier or Notifier(None)
+        self.mode = mode
+        self.camera_max_age_s = camera_max_age_s
+        self.first_chunk_timeout_s = first_chunk_timeout_s
+        self.on_step = on_step
+        self.states = ControllerStateMachine()
+        self.period_s = 1.0 / config.rates.control_hz
+        self.scheduler = ActionScheduler.from_config(config)
+        self.stats = RunStats()
+        self.max_missed = max(2, math.ceil(config.safety.watchdog_timeout_ms / 1000
+                                           / self.period_s))
+        self._latest: StateSnapshot | None = None
+        self._estop_reason: str | None = None
+        self._stop_reason: str | None = None
+        self._clear_requested = False
+        self._chunk_seq = 0
+        self._value: float | None = None
+        self._infer_stop = threading.Event()
+        self._infer_error: str | None = None
+        self.pacer: Pacer | None = None
+        self.safety: SafetyFilter | None = None
+        self.fault_reason: str | None = None
+        self._t_start: float | None = None
+
+    # -- requests from other threads ------------------------------------------------------------
+    def request_estop(self, reason: str) -> None:
+        self._estop_reason = reason or "e-stop"
+
+    def request_stop(self, reason: str) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+
+    # -- status ------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """A snapshot for the control socket and the live status line (allocates)."""
+        lat = self.pacer.stats.summary() if self.pacer else {}
+        chunk = self.stats.chunk_latency_ms[-200:]
+        return {
+            "state": self.states.state.name,
+            "steps": self.stats.steps,
+            "loop_rate_hz": self._achieved_rate(),
+            "lateness_p99_ms": lat.get("p99_ms", 0.0),
+            "overruns": lat.get("overruns", 0),
+            "source": self.scheduler.source or "hold",
+            "chunk_id": self.scheduler.chunk_id,
+            "chunk_latency_p50_ms": float(np.percentile(chunk, 50)) if chunk else None,
+            "missed_replies": self.stats.missed_replies,
+            "safety_clamps": self.stats.safety_clamps,
+            "fault": self.fault_reason,
+            "backend": getattr(self.engine, "backend", "?"),
+        }
+
+    def _achieved_rate(self) -> float:
+        if not self.pacer or self._t_start is None:
+            return 0.0
+        elapsed = time.monotonic() - self._t_start
+        return self.stats.steps / elapsed if elapsed > 0 else 0.0
+
+    # -- start-up ----------------------------------------------------------------------------------
+    def arm(self) -> None:
+        """Check the device, torque on where the arm is, reset the safety filter (IDLE->ARMED).
+        Raises ControllerError with what to do when the device is not usable."""
+        info = self.bus.info
+        if info is None:
+            raise ControllerError("the motor bus is not connected")
+        if tuple(info.joint_names) != self.config.joint_names:
+            raise ControllerError(
+                f"the motor controller reports joints {list(info.joint_names)}, the robot config "
+                f"{self.config.source} names {list(self.config.joint_names)}"
+            )
+        state = self.bus.read_state() or self.bus.read_state()
+        if state is None:
+            raise ControllerError(f"no state from the motor controller at {self.bus.url}")
+        if state.mode in (Mode.FAULT, Mode.ESTOP):
+            raise ControllerError(
+                f"the motor controller is latched in {state.mode.name} ({state.fault.name}); "
+                "clear it (ramp-edge estop --clear) after checking the robot"
+            )
+        limits = JointLimits.from_config(self.config).intersect(
+            np.asarray(info.position_min, np.float64), np.asarray(info.position_max, np.float64))
+        self.safety = SafetyFilter(limits, self.period_s, self.config.safety.startup_ramp_s)
+        position = state.position.astype(np.float64)
+        self.safety.reset(position)
+        self._latest = StateSnapshot(time.monotonic(), position,
+                                     state.velocity.astype(np.float64))
+        self.bus.set_mode(Mode.POSITION)
+        self.states.to(S.ARMED, "torque on at the measured pose")
+
+    # -- the episode ------------------------------------------------------------------------------
+    def run_episode(self, duration_s: float, status_every_s: float = 1.0,
+                    status_cb: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Arm, run the policy for ``duration_s`` (or until stopped), stop in a controlled way,
+        hold. Returns the summary. Runs on the calling thread (the control thread)."""
+        if self.states.state is S.IDLE:
+            self.arm()
+        assert self.safety is not None
+        gc.collect()
+        gc.freeze()  # start-up garbage stays put: fewer, shorter collections on the hot path
+        old_switch = sys.getswitchinterval()
+        sys.setswitchinterval(0.0005)  # the control thread gets the GIL back sooner
+        inference = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
+        self.pacer = Pacer(self.config.rates.control_hz)
+        self._t_start = time.monotonic()
+        inference.start()  # ARMED: holding until the first chunk arrives
+        self.notifier.ready(f"running, {self.config.rates.control_hz:g} Hz")
+        end = self._t_start + duration_s
+        next_status = self._t_start + status_every_s
+        try:
+            self._loop(end, next_status, status_every_s, status_cb)
+        finally:
+            self._infer_stop.set()
+            inference.join(timeout=5.0)
+            sys.setswitchinterval(old_switch)
+            gc.unfreeze()
+            self._leave_device_safe()
+        return self.summary()
+
+    def _loop(self, end: float, next_status: float, every: float,
+              status_cb: Callable[[dict[str, Any]], None] | None) -> None:
+        assert self.safety is not None and self.pacer is not None
+        safety, scheduler, bus = self.safety, self.scheduler, self.bus
+        reach_us = int(self.period_s * 1e6)
+        desired = np.zeros(len(self.config.joints))
+        command = np.zeros(len(self.config.joints))
+        previous = safety.command
+        consecutive_missed = 0
+        last_state_at: float | None = None
+        while True:
+            t = self.pacer.wait()
+            t_compute = time.perf_counter()
+            self._handle_requests(t, end)
+            state_now = self.states.state
+            source = "hold"
+            if state_now is S.RUNNING:
+                staleness = scheduler.staleness(t)
+                fresh = staleness is Staleness.FRESH
+                if fresh and scheduler.next_command(t, out=desired) is not None:
+                    safety.filter(desired, out=command)
+                    source = "ramp" if safety.ramping else "policy"
+                elif staleness is Staleness.STOP:
+                    self.states.to(S.STOPPING, "no usable chunk: controlled stop")
+                    safety.controlled_stop(out=command)
+                    source = "stop"
+                else:
+                    safety.hold(out=command)
+            elif state_now is S.STOPPING:
+                safety.controlled_stop(out=command)
+                source = "stop"
+                if safety.is_stopped:
+                    self.states.to(S.IDLE, self._stop_reason or "stopped")
+            else:  # ARMED, IDLE, FAULT, ESTOP: hold where we are
+                safety.hold(out=command)
+                if state_now is S.ARMED and self._stop_reason is None:
+                    if scheduler.staleness(t) is Staleness.FRESH:
+                        self.states.to(S.RUNNING, "first chunk: the policy drives")
+                    elif t - self._t_start > self.first_chunk_timeout_s:
+                        self.request_stop(
+                            f"no chunk within {self.first_chunk_timeout_s:g} s of arming "
+                            f"({self._infer_error or self._waiting_for()})")
+            if safety.flags:
+                self.stats.safety_clamps += 1
+            step = float(np.max(np.abs(command - previous)))
+            if step > self.stats.largest_step:
+                self.stats.largest_step = step
+            previous[:] = command
+            self.stats.compute_ms.add((time.perf_counter() - t_compute) * 1000)
+            if last_state_at is not None:
+                self.stats.state_to_setpoint_ms.add((time.monotonic() - last_state_at) * 1000)
+            reply = bus.exchange(command, reach_us)
+            self.stats.steps += 1
+            self.stats.source_steps[source] = self.stats.source_steps.get(source, 0) + 1
+            snapshot = None
+            if reply is None:
+                self.stats.missed_replies += 1
+                consecutive_missed += 1
+                if consecutive_missed >= self.max_missed and not self.states.latched:
+                    self._fault(f"no reply from the motor controller for {consecutive_missed} "
+                                f"steps ({bus.last_error or 'timeout'})")
+            else:
+                consecutive_missed = 0
+                last_state_at = time.monotonic()
+                snapshot = StateSnapshot(last_state_at, reply.position.astype(np.float64),
+                                         reply.velocity.astype(np.float64))
+                self._latest = snapshot
+                if reply.mode in (Mode.FAULT, Mode.ESTOP) and not self.states.latched:
+                    if reply.mode is Mode.ESTOP:
+                        self.states.to(S.ESTOP, "the motor controller reports an e-stop")
+                    else:
+                        self._fault(f"the motor controller reports {reply.fault.name}")
+            if self.on_step is not None:
+                self.on_step(StepRecord(t, command.copy(), snapshot, source, scheduler.chunk_id,
+                                        self._value, int(safety.flags)))
+            if consecutive_missed == 0 and not self.states.latched:
+                self.notifier.watchdog_if_due(t)  # only a healthy loop keeps systemd happy
+            if t >= next_status:
+                next_status += every
+                status = self.status()
+                self.notifier.status(f"{status['state']} {status['loop_rate_hz']:.0f} Hz")
+                if status_cb:
+                    status_cb(status)
+            if self.states.state is S.IDLE or self.states.latched:
+                return  # a latched state ends the episode; the device holds by itself
+
+    def _handle_requests(self, t: float, end: float) -> None:
+        if self._estop_reason is not None and self.states.state is not S.ESTOP:
+            reason, self._estop_reason = self._estop_reason, None
+            self.states.to(S.ESTOP, reason)
+            try:
+                self.bus.estop(reason)
+            except (LinkError, DeviceTimeoutError, DeviceRejectedError) as err:
+                log.error("e-stop could not reach the motor controller: %s", err)
+        if self._infer_error and self.states.state is S.RUNNING:
+            self.request_stop(f"inference failed: {self._infer_error}")
+        if t >= end and self._stop_reason is None:
+            self._stop_reason = "episode time is up"
+        if self._stop_reason is not None and self.states.state in (S.RUNNING, S.TAKEOVER):
+            self.states.to(S.STOPPING, self._stop_reason)
+        elif self._stop_reason is not None and self.states.state is S.ARMED:
+            self.states.to(S.IDLE, self._stop_reason)
+
+    def _fault(self, reason: str) -> None:
+        self.fault_reason = reason
+        self.states.to(S.FAULT, reason)
+
+    def _leave_device_safe(self) -> None:
+        """Hold (torque stays on: an arm that goes limp falls). Latched states stay latched."""
+        if self.states.latched:
+            return
+        try:
+            self.bus.set_mode(Mode.HOLD)
+        except (LinkError, DeviceTimeoutError, DeviceRejectedError) as err:
+            log.error("could not put the motor controller in HOLD: %s", err)
+        if self.states.state is not S.IDLE:
+            for target in (S.STOPPING, S.IDLE):
+                if self.states.state is not target:
+                    self.states.to(target, "episode ended")
+
+    # -- inference thread -------------------------------------------------------------------------
+    def _inference_loop(self) -> None:
+        scheduler = self.scheduler
+        n, horizon = len(self.config.joints), self.config.rates.chunk_size
+        while not self._infer_stop.is_set():
+            now = time.monotonic()
+            if self.states.state not in (S.ARMED, S.RUNNING) or not scheduler.needs_chunk(now):
+                self._infer_stop.wait(0.002)
+                continue
+            snapshot = self._latest
+            images = self._images(now)
+            if snapshot is None or images is None:
+                self._infer_stop.wait(0.005)
+                continue
+            t0 = time.perf_counter()
+            try:
+                obs = self.make_observation(snapshot, images)
+                prediction = self.engine.predict(obs, self.mode)
+                actions = check_chunk(prediction.actions, n, horizon)
+            except ChunkRejectedError as err:
+                self.stats.chunks_rejected += 1
+                log.warning("chunk rejected, holding: %s", err)
+                continue
+            except Exception as err:  # an engine failure must stop the robot, not hang it
+                self._infer_error = f"{type(err).__name__}: {err}"
+                log.error("inference failed: %s", self._infer_error)
+                return
+            self.stats.chunk_latency_ms.append((time.perf_counter() - t0) * 1000)
+            self._value = getattr(prediction, "value", None)
+            self._chunk_seq += 1
+            if scheduler.push(self._chunk_seq, actions, snapshot.t_s):
+                self.stats.chunks += 1
+
+    def _waiting_for(self) -> str:
+        now = time.monotonic()
+        for name, cam in self.cameras.items():
+            got = cam.latest()
+            if got is None:
+                return f"no frame yet from camera {name}"
+            if now - got[1] > self.camera_max_age_s:
+                return f"camera {name}'s newest frame is {now - got[1]:.1f} s old"
+        return "the engine has not produced a chunk"
+
+    def _images(self, now: float) -> dict[str, np.ndarray] | None:
+        """Newest frame per camera, or None if any is missing or older than the limit (the
+        policy never runs on stale images)."""
+        images = {}
+        for name, cam in self.cameras.items():
+            got = cam.latest()
+            if got is None or now - got[1] > self.camera_max_age_s:
+                return None
+            images[name] = got[0]
+        return images
+
+    # -- summary -----------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        lat = self.pacer.stats.summary() if self.pacer else {}
+        chunk = self.stats.chunk_latency_ms
+        e2e = self.stats.state_to_setpoint_ms.summary()
+        compute = self.stats.compute_ms.summary()
+        return {
+            "final_state": self.states.state.name,
+            "fault": self.fault_reason,
+            "steps": self.stats.steps,
+            "loop_rate_hz": self._achieved_rate(),
+            "lateness_p50_ms": lat.get("p50_ms", 0.0),
+            "lateness_p99_ms": lat.get("p99_ms", 0.0),
+            "lateness_max_ms": lat.get("max_ms", 0.0),
+            "overruns": lat.get("overruns", 0),
+            "chunks": self.stats.chunks,
+            "chunks_rejected": self.stats.chunks_rejected,
+            "chunk_latency_p50_ms": float(np.percentile(chunk, 50)) if chunk else None,
+            "chunk_latency_p99_ms": float(np.percentile(chunk, 99)) if chunk else None,
+            "compute_p99_ms": compute["p99_ms"],
+            "state_to_setpoint_p99_ms": e2e["p99_ms"],
+            "missed_replies": self.stats.missed_replies,
+            "safety_clamps": self.stats.safety_clamps,
+            "largest_command_step": self.stats.largest_step,
+            "source_steps": dict(self.stats.source_steps),
+            "transitions": [(t.source.name, t.target.name, t.reason)
+                            for t in self.states.history],
+            "backend": getattr(self.engine, "backend", "?"),
+            "link": self.bus.health(),
+        }

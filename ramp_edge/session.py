@@ -1,0 +1,305 @@
+"""One ``ramp-edge run``: config, bundle and engine, motor bus (starting the emulator when the
+config says so), cameras, control socket and signals, then the episodes.
+
+Simulation runs (bus ``emulator+...``) start the emulator with the MuJoCo plant, its rendered
+cameras and its sim-control channel, reset the task scene before each episode and end an
+episode when the task succeeds or fails, which a person would otherwise label.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal as signal_module
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from firmware_bridge.messages import Mode
+from ramp_edge.config import RobotConfig, load_config
+from ramp_edge.control_socket import ControlSocketServer, socket_path
+from ramp_edge.controller import Controller, ControllerError, StateSnapshot
+from ramp_edge.robot_link import EMULATOR_PREFIX, open_robot_bus
+from ramp_edge.sd_notify import Notifier
+
+EMULATOR_CAMERA = "emulator://"
+DEFAULT_TASK = "pack_box"
+REFERENCE_BUNDLE = "reference"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    robot: str | None
+    model: str | None
+    task: str | None
+    instruction: str | None
+    episodes: int
+    duration_s: float
+    mode: str
+    backend: str | None
+    home: Path
+    seed: int = 0
+    clear_latched: bool = False
+    engine_threads: int | None = 1  # the control thread keeps a core of its own
+
+
+def resolve_bundle(request: RunRequest, config: RobotConfig, say: Callable[[str], None]) -> Path:
+    """The bundle to run: ``--model``, else HOME/bundles/active, else the reference bundle
+    (built on first use: random init, untrained, for plumbing until a trained one ships)."""
+    if request.model:
+        return Path(request.model)
+    bundles = request.home / "bundles"
+    active = bundles / "active"
+    if active.exists():
+        return active
+    reference = bundles / REFERENCE_BUNDLE
+    if not reference.exists():
+        from models.reference import build_reference_bundle
+
+        say(f"building the reference bundle at {reference} (random init, untrained; seconds)")
+        bundles.mkdir(parents=True, exist_ok=True)
+        limits = [(j.position_min, j.position_max) for j in config.joints]
+        cameras = tuple(c.name for c in config.cameras)
+        build_reference_bundle(reference, config.joint_names, joint_limits=limits,
+                               camera_names=cameras)
+    return reference
+
+
+@contextlib.contextmanager
+def _signals(signal: ModuleType, controller_ref: list[Controller | None],
+             notifier: Notifier) -> Iterator[None]:
+    """SIGTERM / first SIGINT: graceful stop; second SIGINT or SIGUSR1: e-stop."""
+    interrupts = [0]
+
+    def stop(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGINT:
+            interrupts[0] += 1
+        if signum == signal.SIGTERM:
+            notifier.stopping("stopping on SIGTERM")
+        controller = controller_ref[0]
+        if controller is None:
+            return
+        if interrupts[0] >= 2:
+            controller.request_estop("second Ctrl-C")
+        else:
+            controller.request_stop(f"{signal.Signals(signum).name} received")
+
+    def estop(_signum: int, _frame: Any) -> None:
+        if controller_ref[0] is not None:
+            controller_ref[0].request_estop("SIGUSR1")
+
+    previous = {s: signal.signal(s, h) for s, h in ((signal.SIGTERM, stop), (signal.SIGINT, stop),
+                                                      (signal.SIGUSR1, estop))}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class _SimWatcher:
+    """Polls the simulator's task status and ends the episode on success or failure."""
+
+    def __init__(self, client: Any, controller: Controller, period_s: float = 0.1) -> None:
+        self.client, self.controller, self.period_s = client, controller, period_s
+        self.outcome: str | None = None
+        self.progress = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sim-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from firmware_bridge.emulator.sim_link import SimLinkError
+
+        while not self._stop.wait(self.period_s):
+            try:
+                status = self.client.status()
+            except SimLinkError:
+                continue
+            self.progress = status.get("progress", 0.0)
+            if status.get("success"):
+                self.outcome = "success"
+                self.controller.request_stop("task succeeded")
+                return
+            if status.get("failure"):
+                self.outcome = f"failure: {status['failure']}"
+                self.controller.request_stop(f"task failed: {status['failure']}")
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+
+
+def run_session(request: RunRequest, say: Callable[[str], None],
+                status_line: Callable[[dict[str, Any]], str],
+                signals: ModuleType = signal_module) -> dict[str, Any]:
+    from firmware_bridge.emulator.sim_link import SimClient
+    from ramp_edge.bundle import load_bundle
+    from ramp_edge.cameras import open_camera
+    from ramp_edge.engines import select_engine
+    from ramp_edge.engines.base import EngineOptions, Observation
+
+    config = load_config(request.robot)
+    request.home.mkdir(parents=True, exist_ok=True)
+    notifier = Notifier.from_environ(unset_environment=True)  # children must not inherit it
+    bundle = load_bundle(resolve_bundle(request, config, say))
+    if bundle.joint_names != config.joint_names:
+        raise ControllerError(f"bundle {bundle.name} drives joints {list(bundle.joint_names)}, "
+                              f"the robot has {list(config.joint_names)}")
+    missing = sorted(set(bundle.camera_names) - {c.name for c in config.cameras})
+    if missing:
+        raise ControllerError(f"bundle {bundle.name} needs cameras {missing} that the robot "
+                              f"config {config.source} does not have")
+    engine, message = select_engine(bundle, request.backend,
+                                    EngineOptions(threads=request.engine_threads))
+    say(message)
+    if not bundle.trained:
+        say("note: this bundle is untrained (random weights): the arm moves, it does not do "
+            "the task")
+    simulated = config.bus.url.startswith(EMULATOR_PREFIX)
+    run_dir = Path(tempfile.mkdtemp(prefix="ramp-run-", dir=_short_tmp()))
+    emulator_args: list[str] = []
+    cam_url = f"zmq+ipc://{run_dir}/cameras.sock"
+    sim_url = f"zmq+ipc://{run_dir}/sim.sock"
+    task = request.task or DEFAULT_TASK
+    if simulated:
+        emulator_args = ["--plant", "mujoco", "--task", task, "--seed", str(request.seed),
+                         "--camera-url", cam_url, "--camera-hz", str(config.rates.camera_hz),
+                         "--sim-url", sim_url]
+    episodes: list[dict[str, Any]] = []
+    controller_ref: list[Controller | None] = [None]
+    cameras: dict[str, Any] = {}
+    sim_client = None
+    try:
+        with open_robot_bus(config, emulator_args) as (bus, _emulator):
+            say(f"motor controller: {bus.info.device_id}, firmware {bus.info.firmware_version}"
+                f" on {bus.url}")
+            for cam in config.cameras:
+                url = cam.url
+                if url.startswith(EMULATOR_CAMERA):
+                    url = f"{cam_url}#{url[len(EMULATOR_CAMERA):]}"
+                cameras[cam.name] = open_camera(cam.name, url)
+            if simulated:
+                sim_client = SimClient(sim_url)
+            if request.clear_latched:
+                bus.clear_fault()
+
+            def status(_req: dict[str, Any]) -> dict[str, Any]:
+                c = controller_ref[0]
+                return c.status() if c else {"state": "STARTING"}
+
+            def estop(req: dict[str, Any]) -> dict[str, Any]:
+                c = controller_ref[0]
+                if c is None:
+                    bus_estop_reason = str(req.get("reason", "control socket"))
+                    raise ValueError(f"no episode running to e-stop ({bus_estop_reason})")
+                c.request_estop(str(req.get("reason", "control socket")))
+                return {"state": "ESTOP"}
+
+            with ControlSocketServer(socket_path(request.home),
+                                     {"status": status, "estop": estop}), \
+                    _signals(signals, controller_ref, notifier):
+                for index in range(request.episodes):
+                    result = _episode(request, config, bus, engine, bundle, cameras, sim_client,
+                                      notifier, controller_ref, index, status_line, say,
+                                      Observation)
+                    episodes.append(result)
+                    if result["final_state"] in ("ESTOP", "FAULT") or result.get("interrupted"):
+                        break
+    finally:
+        for cam in cameras.values():
+            cam.close()
+        if sim_client is not None:
+            sim_client.close()
+        engine.close()
+        notifier.stopping("controller stopped")
+        notifier.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return _aggregate(episodes, engine.backend, bundle.name)
+
+
+def _episode(request: RunRequest, config: RobotConfig, bus: Any, engine: Any, bundle: Any,
+             cameras: dict[str, Any], sim_client: Any, notifier: Notifier,
+             controller_ref: list[Controller | None], index: int,
+             status_line: Callable[[dict[str, Any]], str], say: Callable[[str], None],
+             observation_cls: type) -> dict[str, Any]:
+    instruction = request.instruction
+    if sim_client is not None:
+        bus.set_mode(Mode.HOLD)  # hold the arm; the scene is reset under it
+        info = sim_client.reset(request.seed + index)
+        instruction = instruction or info.get("instruction")
+    instruction = instruction or "do the task"
+    tokens = bundle.tokenizer().encode(instruction)
+
+    def make_observation(state: StateSnapshot, images: dict[str, np.ndarray]) -> Any:
+        return observation_cls(images=images,
+                               joint_position=state.position.astype(np.float32),
+                               joint_velocity=state.velocity.astype(np.float32),
+                               tokens=tokens)
+
+    controller = Controller(config, bus, engine, make_observation,
+                            cameras={n: cameras[n] for n in bundle.camera_names},
+                            notifier=notifier, mode=request.mode)
+    controller_ref[0] = controller
+    say(f"episode {index + 1}/{request.episodes}: {instruction!r}")
+    watcher = _SimWatcher(sim_client, controller) if sim_client is not None else None
+    try:
+        summary = controller.run_episode(request.duration_s,
+                                         status_cb=lambda s: say(status_line(s)))
+    finally:
+        if watcher is not None:
+            watcher.close()
+        controller_ref[0] = None
+    outcome = watcher.outcome if watcher else None
+    transitions = summary["transitions"]
+    last_reason = transitions[-1][2] if transitions else ""
+    if summary["final_state"] in ("ESTOP", "FAULT"):
+        outcome = summary["final_state"].lower()
+    elif outcome is None:
+        outcome = "timeout" if last_reason == "episode time is up" else "stopped"
+    summary.update(episode=index, instruction=instruction, outcome=outcome,
+                   task_progress=watcher.progress if watcher else None,
+                   interrupted="received" in last_reason)
+    say(f"episode {index + 1}: {outcome}; {summary['steps']} steps at "
+        f"{summary['loop_rate_hz']:.1f} Hz, lateness p99 {summary['lateness_p99_ms']:.2f} ms, "
+        f"{summary['chunks']} chunks")
+    return summary
+
+
+def _aggregate(episodes: list[dict[str, Any]], backend: str, bundle: str) -> dict[str, Any]:
+    def pick(key: str, fn: Callable[[list[float]], float]) -> float | None:
+        values = [e[key] for e in episodes if e.get(key) is not None]
+        return fn(values) if values else None
+
+    return {
+        "episodes": len(episodes),
+        "outcomes": [e["outcome"] for e in episodes],
+        "loop_rate_hz": pick("loop_rate_hz", lambda v: float(np.mean(v))),
+        "lateness_p99_ms": pick("lateness_p99_ms", max),
+        "lateness_max_ms": pick("lateness_max_ms", max),
+        "overruns": sum(e["overruns"] for e in episodes),
+        "chunk_latency_p50_ms": pick("chunk_latency_p50_ms", lambda v: float(np.median(v))),
+        "chunk_latency_p99_ms": pick("chunk_latency_p99_ms", max),
+        "state_to_setpoint_p99_ms": pick("state_to_setpoint_p99_ms", max),
+        "compute_p99_ms": pick("compute_p99_ms", max),
+        "safety_clamps": sum(e["safety_clamps"] for e in episodes),
+        "missed_replies": sum(e["missed_replies"] for e in episodes),
+        "largest_command_step": pick("largest_command_step", max),
+        "backend": backend,
+        "bundle": bundle,
+        "aborted": any(e["outcome"] in ("estop", "fault") for e in episodes),
+        "per_episode": episodes,
+    }
+
+
+def _short_tmp() -> str:
+    """A short directory for ipc socket paths (a Unix socket path has at most 107 bytes)."""
+    return "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
