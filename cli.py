@@ -12,8 +12,10 @@ from typing import Annotated
 import typer
 
 from firmware_bridge.cli import bridge_app, emulator_app, run_guarded
+from firmware_bridge.sim.cli import sim_app
 from ramp_edge import __version__
 from ramp_edge.cli_config import config_app
+from ramp_edge.cli_model import model_app
 from ramp_edge.cli_run import estop, run, status
 from ramp_edge.cli_systemd import systemd_app
 
@@ -27,6 +29,8 @@ app.add_typer(bridge_app, name="bridge")
 app.add_typer(emulator_app, name="emulator")
 app.add_typer(config_app, name="config")
 app.add_typer(systemd_app, name="systemd")
+app.add_typer(sim_app, name="sim")
+app.add_typer(model_app, name="model")
 app.command("run")(run)
 app.command("estop")(estop)
 app.command("status")(status)

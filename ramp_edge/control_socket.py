@@ -4,7 +4,9 @@ A Unix stream socket under the home directory (mode 0660), so ``ramp-edge estop`
 ``ramp-edge status`` reach the controller with no network. Requests: ``{"cmd": "status"}``,
 ``{"cmd": "estop", "reason": "..."}``, ``{"cmd": "clear"}``, ``{"cmd": "swap", "bundle": PATH}``,
 ``{"cmd": "rollback"}``. Replies: ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
-Handlers run on the socket's thread and must be quick (set a flag, copy a snapshot).
+Each request runs on a thread of its own, so handlers must be thread-safe (set a flag, copy a
+snapshot, or do slow work such as loading a bundle without holding anything the control thread
+needs).
 """
 
 from __future__ import annotations
@@ -60,10 +62,16 @@ class ControlSocketServer:
                 continue
             except OSError:
                 return
-            with conn:
-                conn.settimeout(2.0)
-                with contextlib.suppress(OSError):
-                    conn.sendall(self._answer(_read_line(conn)) + b"\n")
+            # one thread per request: a slow one (a bundle swap loads for seconds) must not
+            # hold up an e-stop behind it
+            threading.Thread(target=self._handle, args=(conn,), name="control-request",
+                             daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(2.0)
+            with contextlib.suppress(OSError):
+                conn.sendall(self._answer(_read_line(conn)) + b"\n")
 
     def _answer(self, raw: bytes | None) -> bytes:
         try:
@@ -118,7 +126,13 @@ def _answers(path: Path) -> bool:
 
 
 def send_command(path: Path, request: dict[str, Any], timeout_s: float = 3.0) -> dict[str, Any]:
-    """Send one request to the controller and return its reply. Raises ControlSocketError."""
+    """Send one request to the controller and return its reply. Raises ControlSocketError.
+
+    A swap loads and verifies a bundle before answering: give it ``timeout_s`` of a minute."""
+    return _send(path, request, timeout_s)
+
+
+def _send(path: Path, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout_s)
         try:

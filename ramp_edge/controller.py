@@ -115,6 +115,7 @@ class Controller:
         camera_max_age_s: float = 0.5,
         first_chunk_timeout_s: float = 10.0,
         on_step: Callable[[StepRecord], None] | None = None,
+        engine_name: str | None = None,
     ) -> None:
         self.config = config
         self.bus = bus
@@ -138,6 +139,9 @@ class Controller:
         self._clear_requested = False
         self._chunk_seq = 0
         self._value: float | None = None
+        self._next_engine: tuple[PolicyEngine, str] | None = None
+        self.engine_name = engine_name or getattr(engine, "backend", "?")
+        self.swaps: list[dict[str, Any]] = []
         self._infer_stop = threading.Event()
         self._infer_error: str | None = None
         self.pacer: Pacer | None = None
@@ -148,6 +152,12 @@ class Controller:
     # -- requests from other threads ------------------------------------------------------------
     def request_estop(self, reason: str) -> None:
         self._estop_reason = reason or "e-stop"
+
+    def request_engine(self, engine: PolicyEngine, name: str) -> None:
+        """Run ``engine`` (already loaded and verified) from the next chunk on; the chunk in
+        flight finishes with the old one and the scheduler blends across, as between any two
+        chunks."""
+        self._next_engine = (engine, name)
 
     def request_stop(self, reason: str) -> None:
         if self._stop_reason is None:
@@ -171,6 +181,7 @@ class Controller:
             "safety_clamps": self.stats.safety_clamps,
             "fault": self.fault_reason,
             "backend": getattr(self.engine, "backend", "?"),
+            "bundle": self.engine_name,
         }
 
     def _achieved_rate(self) -> float:
@@ -363,6 +374,12 @@ class Controller:
         scheduler = self.scheduler
         n, horizon = len(self.config.joints), self.config.rates.chunk_size
         while not self._infer_stop.is_set():
+            if self._next_engine is not None:  # between chunks: nothing of the old one in flight
+                (self.engine, self.engine_name), self._next_engine = self._next_engine, None
+                self.swaps.append({"t_s": time.monotonic(), "after_chunk": self._chunk_seq,
+                                   "bundle": self.engine_name})
+                log.info("now running %s from chunk %d on", self.engine_name,
+                         self._chunk_seq + 1)
             now = time.monotonic()
             if self.states.state not in (S.ARMED, S.RUNNING) or not scheduler.needs_chunk(now):
                 self._infer_stop.wait(0.002)
@@ -440,5 +457,6 @@ class Controller:
             "transitions": [(t.source.name, t.target.name, t.reason)
                             for t in self.states.history],
             "backend": getattr(self.engine, "backend", "?"),
+            "bundle_swaps": list(self.swaps),
             "link": self.bus.health(),
         }

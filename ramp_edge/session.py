@@ -25,7 +25,9 @@ import numpy as np
 from firmware_bridge.messages import Mode
 from ramp_edge.config import RobotConfig, load_config
 from ramp_edge.control_socket import ControlSocketServer, socket_path
-from ramp_edge.controller import Controller, ControllerError, StateSnapshot
+from ramp_edge.controller import Controller, StateSnapshot
+from ramp_edge.engine_slot import EngineSlot, LoadedEngine, open_bundle_engine
+from ramp_edge.errors import EdgeError
 from ramp_edge.robot_link import EMULATOR_PREFIX, open_robot_bus
 from ramp_edge.sd_notify import Notifier
 
@@ -72,10 +74,24 @@ def resolve_bundle(request: RunRequest, config: RobotConfig, say: Callable[[str]
     return reference
 
 
+def _swap_in_background(swap: Callable[[dict[str, Any]], dict[str, Any]],
+                        say: Callable[[str], None]) -> None:
+    """SIGHUP: load HOME/bundles/active off the signal handler (loading takes seconds)."""
+
+    def work() -> None:
+        try:
+            swap({})
+        except EdgeError as err:
+            say(f"SIGHUP: bundle not swapped: {err}")
+
+    threading.Thread(target=work, name="bundle-swap", daemon=True).start()
+
+
 @contextlib.contextmanager
 def _signals(signal: ModuleType, controller_ref: list[Controller | None],
-             notifier: Notifier) -> Iterator[None]:
-    """SIGTERM / first SIGINT: graceful stop; second SIGINT or SIGUSR1: e-stop."""
+             notifier: Notifier, on_hup: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM / first SIGINT: graceful stop; second SIGINT or SIGUSR1: e-stop; SIGHUP: swap
+    to HOME/bundles/active between chunks."""
     interrupts = [0]
 
     def stop(signum: int, _frame: Any) -> None:
@@ -95,8 +111,9 @@ def _signals(signal: ModuleType, controller_ref: list[Controller | None],
         if controller_ref[0] is not None:
             controller_ref[0].request_estop("SIGUSR1")
 
-    previous = {s: signal.signal(s, h) for s, h in ((signal.SIGTERM, stop), (signal.SIGINT, stop),
-                                                      (signal.SIGUSR1, estop))}
+    handlers = ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGUSR1, estop),
+                (signal.SIGHUP, lambda *_: on_hup()))
+    previous = {s: signal.signal(s, h) for s, h in handlers}
     try:
         yield
     finally:
@@ -142,25 +159,17 @@ def run_session(request: RunRequest, say: Callable[[str], None],
                 status_line: Callable[[dict[str, Any]], str],
                 signals: ModuleType = signal_module) -> dict[str, Any]:
     from firmware_bridge.emulator.sim_link import SimClient
-    from ramp_edge.bundle import load_bundle
     from ramp_edge.cameras import open_camera
-    from ramp_edge.engines import select_engine
-    from ramp_edge.engines.base import EngineOptions, Observation
+    from ramp_edge.engines.base import Observation
 
     config = load_config(request.robot)
     request.home.mkdir(parents=True, exist_ok=True)
     notifier = Notifier.from_environ(unset_environment=True)  # children must not inherit it
-    bundle = load_bundle(resolve_bundle(request, config, say))
-    if bundle.joint_names != config.joint_names:
-        raise ControllerError(f"bundle {bundle.name} drives joints {list(bundle.joint_names)}, "
-                              f"the robot has {list(config.joint_names)}")
-    missing = sorted(set(bundle.camera_names) - {c.name for c in config.cameras})
-    if missing:
-        raise ControllerError(f"bundle {bundle.name} needs cameras {missing} that the robot "
-                              f"config {config.source} does not have")
-    engine, message = select_engine(bundle, request.backend,
-                                    EngineOptions(threads=request.engine_threads))
-    say(message)
+    first = open_bundle_engine(resolve_bundle(request, config, say), config, request.backend,
+                               request.engine_threads)
+    slot = EngineSlot(first, config, request.backend, request.engine_threads)
+    bundle = first.bundle
+    say(first.message)
     if not bundle.trained:
         say("note: this bundle is untrained (random weights): the arm moves, it does not do "
             "the task")
@@ -196,6 +205,24 @@ def run_session(request: RunRequest, say: Callable[[str], None],
                 c = controller_ref[0]
                 return c.status() if c else {"state": "STARTING"}
 
+            def swap(req: dict[str, Any]) -> dict[str, Any]:
+                path = req.get("bundle") or str(request.home / "bundles" / "active")
+                loaded = slot.swap(Path(str(path)))
+                say(f"swapped to {loaded.name}: {loaded.message}")
+                return {"bundle": loaded.name, "engine": loaded.message}
+
+            def rollback(_req: dict[str, Any]) -> dict[str, Any]:
+                loaded = slot.rollback()
+                say(f"rolled back to {loaded.name}")
+                return {"bundle": loaded.name}
+
+            def hand_over(loaded: LoadedEngine) -> None:
+                c = controller_ref[0]
+                if c is not None:
+                    c.request_engine(loaded.engine, loaded.name)
+
+            slot.on_change = hand_over
+
             def estop(req: dict[str, Any]) -> dict[str, Any]:
                 c = controller_ref[0]
                 if c is None:
@@ -204,11 +231,12 @@ def run_session(request: RunRequest, say: Callable[[str], None],
                 c.request_estop(str(req.get("reason", "control socket")))
                 return {"state": "ESTOP"}
 
-            with ControlSocketServer(socket_path(request.home),
-                                     {"status": status, "estop": estop}), \
-                    _signals(signals, controller_ref, notifier):
+            handlers = {"status": status, "estop": estop, "swap": swap, "rollback": rollback}
+            with ControlSocketServer(socket_path(request.home), handlers), \
+                    _signals(signals, controller_ref, notifier,
+                             lambda: _swap_in_background(swap, say)):
                 for index in range(request.episodes):
-                    result = _episode(request, config, bus, engine, bundle, cameras, sim_client,
+                    result = _episode(request, config, bus, slot.current, cameras, sim_client,
                                       notifier, controller_ref, index, status_line, say,
                                       Observation)
                     episodes.append(result)
@@ -219,14 +247,14 @@ def run_session(request: RunRequest, say: Callable[[str], None],
             cam.close()
         if sim_client is not None:
             sim_client.close()
-        engine.close()
+        slot.close()
         notifier.stopping("controller stopped")
         notifier.close()
         shutil.rmtree(run_dir, ignore_errors=True)
-    return _aggregate(episodes, engine.backend, bundle.name)
+    return _aggregate(episodes, slot.current.engine.backend, slot.current.name)
 
 
-def _episode(request: RunRequest, config: RobotConfig, bus: Any, engine: Any, bundle: Any,
+def _episode(request: RunRequest, config: RobotConfig, bus: Any, loaded: LoadedEngine,
              cameras: dict[str, Any], sim_client: Any, notifier: Notifier,
              controller_ref: list[Controller | None], index: int,
              status_line: Callable[[dict[str, Any]], str], say: Callable[[str], None],
@@ -237,6 +265,7 @@ def _episode(request: RunRequest, config: RobotConfig, bus: Any, engine: Any, bu
         info = sim_client.reset(request.seed + index)
         instruction = instruction or info.get("instruction")
     instruction = instruction or "do the task"
+    bundle = loaded.bundle
     tokens = bundle.tokenizer().encode(instruction)
 
     def make_observation(state: StateSnapshot, images: dict[str, np.ndarray]) -> Any:
@@ -245,9 +274,9 @@ def _episode(request: RunRequest, config: RobotConfig, bus: Any, engine: Any, bu
                                joint_velocity=state.velocity.astype(np.float32),
                                tokens=tokens)
 
-    controller = Controller(config, bus, engine, make_observation,
+    controller = Controller(config, bus, loaded.engine, make_observation,
                             cameras={n: cameras[n] for n in bundle.camera_names},
-                            notifier=notifier, mode=request.mode)
+                            notifier=notifier, mode=request.mode, engine_name=loaded.name)
     controller_ref[0] = controller
     say(f"episode {index + 1}/{request.episodes}: {instruction!r}")
     watcher = _SimWatcher(sim_client, controller) if sim_client is not None else None

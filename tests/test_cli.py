@@ -70,3 +70,25 @@ def test_when_emulator_listens_on_a_bad_url_expect_clear_error():
     out = run("emulator", "serve", "--url", "tcp://nowhere")
     assert out.returncode == 1
     assert "cannot listen on" in out.stderr
+
+
+def test_when_sim_tasks_listed_expect_three_multi_stage_tasks():
+    pytest.importorskip("mujoco", reason="the sim extra (MuJoCo) is not installed")
+    out = run("sim", "tasks", "--json")
+    assert out.returncode == 0, out.stderr
+    tasks = {t["name"]: t for t in json.loads(out.stdout)}
+    assert len(tasks) >= 3
+    assert all(t["subgoals"] >= 2 and t["example"] for t in tasks.values())
+
+
+def test_when_sim_frame_rendered_expect_a_png_a_person_can_open(tmp_path):
+    pytest.importorskip("mujoco", reason="the sim extra (MuJoCo) is not installed")
+    import numpy as np
+    from PIL import Image
+
+    out = run("sim", "render", "--task", "pack_box", "--out", str(tmp_path / "f.png"))
+    assert out.returncode == 0, out.stderr
+    with Image.open(tmp_path / "f.png") as image:
+        assert image.size == (96, 96) and image.mode == "RGB"
+        pixels = np.asarray(image).reshape(-1, 3)
+        assert len(np.unique(pixels, axis=0)) > 50  # a scene, not a flat colour

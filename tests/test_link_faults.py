@@ -173,3 +173,14 @@ def test_when_device_replies_are_dropped_or_corrupted_expect_retries_then_succes
 def test_when_port_does_not_exist_expect_link_error():
     with pytest.raises(LinkError, match="cannot open serial port"):
         MotorBus(f"serial:///dev/does-not-exist-{os.getpid()}").connect()
+
+
+def test_when_device_stalls_expect_timeouts_then_cycling_resumes(emulator_factory):
+    proc = emulator_factory("pty", "--stall-ms", "300")
+    with MotorBus(proc.host_url, cycle_timeout_ms=5) as bus:
+        bus.connect()
+        assert bus.read_state() is not None
+        proc.stall()
+        assert _cycle_until(bus, lambda s: s is None, 1.0), "stall never noticed"
+        assert _cycle_until(bus, lambda s: s is not None, 2.0), "never answered again"
+        assert bus.stats.timeouts >= 1 and bus.stats.reconnects == 0

@@ -135,3 +135,49 @@ def test_when_run_under_systemd_expect_ready_watchdog_status_and_stopping(home, 
     assert text.count("WATCHDOG=1") >= 4  # every 0.5 s over a 4 s episode
     assert "STATUS=" in text
     assert "STOPPING=1" in text
+
+
+def test_when_bundles_swapped_and_rolled_back_mid_run_expect_no_stop_and_bad_bundle_refused(
+    home, tmp_path,
+):
+    from models.reference import build_reference_bundle
+    from ramp_edge.config import load_config
+
+    config = load_config()
+    limits = [(j.position_min, j.position_max) for j in config.joints]
+    other = build_reference_bundle(tmp_path / "seed1", config.joint_names, seed=1,
+                                   joint_limits=limits, backends=("torch-eager",))
+    tampered = build_reference_bundle(tmp_path / "tampered", config.joint_names, seed=2,
+                                      joint_limits=limits, backends=("torch-eager",))
+    weights = next(p for p in tampered.rglob("*") if p.is_file() and p.suffix in (".pt", ".pth"))
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+    def model(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(EXE), "model", *args, "--json"], capture_output=True,
+                              text=True, timeout=120, env=_env(home))
+
+    proc = _start(home, "--duration", "60", "--json")
+    try:
+        _wait_running(home, proc)
+        bad = model("swap", str(tampered))
+        assert bad.returncode == 1 and "sha256" in json.loads(bad.stdout)["error"]
+        good = model("swap", str(other))
+        assert good.returncode == 0, good.stdout + good.stderr
+        assert json.loads(good.stdout)["bundle"].startswith("reference-seed1@")
+        time.sleep(1.5)  # a few chunks from the new engine
+        back = model("rollback")
+        assert json.loads(back.stdout)["bundle"].startswith("reference-seed0@")
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    episode = json.loads(stdout)["per_episode"][0]
+    swaps = [s["bundle"].split("@")[0] for s in episode["bundle_swaps"]]
+    assert swaps == ["reference-seed1", "reference-seed0"]
+    assert episode["final_state"] == "IDLE"
+    assert "first chunk: the policy drives" in [t[2] for t in episode["transitions"]]
+    assert not any(t[1] == "STOPPING" and "chunk" in t[2] for t in episode["transitions"])
