@@ -164,7 +164,8 @@ def serve(
     camera_hz: Annotated[float, typer.Option(help="Camera frame rate.")] = 30.0,
     camera_size: Annotated[int, typer.Option(help="Camera image width = height, pixels.")] = 96,
     sim_url: Annotated[str | None, typer.Option(
-        help="MuJoCo plant: answer sim requests (reset, task status) here.")] = None,
+        help="Answer simulation requests here: move joints by hand (torque off), state; with "
+             "the MuJoCo plant also reset and task status.")] = None,
 ) -> None:
     """Run the emulated motor controller until SIGTERM or Ctrl-C.
 
@@ -178,12 +179,12 @@ def serve(
 
     if plant not in ("motor", "mujoco"):
         raise typer.BadParameter("plant must be 'motor' or 'mujoco'")
-    if plant == "motor" and (task or camera_url or sim_url):
-        raise typer.BadParameter("--task, --camera-url and --sim-url need --plant mujoco")
+    if plant == "motor" and (task or camera_url):
+        raise typer.BadParameter("--task and --camera-url need --plant mujoco")
     if plant == "mujoco" and joints != 7:
         raise typer.BadParameter("the MuJoCo arm has 7 joints (6 + gripper)")
-    sim = SimOptions(task, seed, camera_url, camera_hz, camera_size, sim_url) if (
-        plant == "mujoco") else None
+    sim = SimOptions(task, seed, camera_url, camera_hz, camera_size, sim_url,
+                     mujoco=plant == "mujoco")
     try:
         config = DeviceConfig.default(
             joints, watchdog_ms=watchdog_ms, fault_after_ms=fault_after_ms,

@@ -54,7 +54,8 @@ def device_link(url: str) -> DeviceLinkSpec:
 
 @dataclass(frozen=True)
 class SimOptions:
-    """The MuJoCo plant and its side channels (see :mod:`firmware_bridge.emulator.sim_link`)."""
+    """The plant (MuJoCo or the motor model) and the side channels of a simulated robot (see
+    :mod:`firmware_bridge.emulator.sim_link`)."""
 
     task: str | None = None
     seed: int = 0
@@ -62,6 +63,7 @@ class SimOptions:
     camera_hz: float = 30.0
     camera_size: int = 96
     sim_url: str | None = None
+    mujoco: bool = True
 
 
 def serve(
@@ -78,7 +80,7 @@ def serve(
     With ``sim`` the plant is the MuJoCo arm, with cameras and sim control if their URLs are
     given."""
     plant = None
-    if sim is not None:
+    if sim is not None and sim.mujoco:
         from firmware_bridge.sim.plant import MujocoPlant
 
         plant = MujocoPlant(sim.task, seed=sim.seed)
@@ -89,7 +91,7 @@ def serve(
                             relink=spec.open)
     side: list = []
     try:
-        if sim is not None and sim.camera_url:
+        if sim is not None and sim.mujoco and sim.camera_url:
             from firmware_bridge.emulator.sim_link import CameraPublisherThread
 
             side.append(CameraPublisherThread(plant, sim.camera_url, sim.camera_hz,

@@ -5,7 +5,11 @@
 - Sim control: a REP socket answering JSON requests about the simulated world, which a robot
   does not have: ``{"cmd": "reset", "seed": N}`` starts a new task episode (only while the
   motors are not tracking setpoints), ``{"cmd": "status"}`` reports task progress, success and
-  failure (what a person watching would label). :class:`SimClient` is the other end.
+  failure (what a person watching would label), ``{"cmd": "state"}`` the privileged scene state
+  (what a scripted expert or corrector sees), ``{"cmd": "move_by_hand", "position": [...]}``
+  moves the joints as a technician would (torque off only; raw coordinates). Any plant answers
+  ``move_by_hand`` and ``state`` (raw positions); the rest need the MuJoCo plant.
+  :class:`SimClient` is the other end.
 """
 
 from __future__ import annotations
@@ -174,13 +178,23 @@ class SimControlThread:
             cmd = request.get("cmd")
             if cmd == "status":
                 return {"ok": True, **self.server.call_in_loop(self._status).result(2.0)}
+            if cmd == "state":
+                return {"ok": True, **self.server.call_in_loop(self._state).result(2.0)}
+            if cmd == "move_by_hand":
+                position = request.get("position")
+                if not (isinstance(position, list) and all(
+                        isinstance(x, int | float) and not isinstance(x, bool) for x in position)):
+                    raise ValueError("position must be a list of numbers (raw joint units)")
+                return {"ok": True, **self.server.call_in_loop(
+                    lambda: self._move_by_hand(position)).result(2.0)}
             if cmd == "reset":
                 seed = request.get("seed", 0)
                 if type(seed) is not int:
                     raise ValueError("seed must be an integer")
                 return {"ok": True, **self.server.call_in_loop(
                     lambda: self._reset(seed)).result(5.0)}
-            raise ValueError(f"unknown sim command {cmd!r} (known: reset, status)")
+            raise ValueError(f"unknown sim command {cmd!r} (known: move_by_hand, reset, state, "
+                             "status)")
         except (ValueError, SimLinkError) as err:
             return {"ok": False, "error": str(err)}
         except TimeoutError:
@@ -189,7 +203,7 @@ class SimControlThread:
     def _status(self) -> dict[str, Any]:
         plant = self.server.device.plant
         episode = plant.episode
-        if episode is None:
+        if episode is None or not hasattr(plant, "sim_state"):
             return {"task": None}
         state = plant.sim_state()
         return {"task": episode.task, "seed": episode.seed, "instruction": episode.instruction,
@@ -197,8 +211,33 @@ class SimControlThread:
                 "failure": episode.failure(state), "subgoal": episode.current_subgoal(state),
                 "held": state.held, "sim_time_s": state.time_s}
 
+    def _state(self) -> dict[str, Any]:
+        plant = self.server.device.plant
+        if not hasattr(plant, "sim_state"):
+            return {"raw_position": plant.position.tolist()}
+        return {"raw_position": plant.position.tolist(), "state": plant.sim_state().to_dict()}
+
+    def _move_by_hand(self, position: list[float]) -> dict[str, Any]:
+        """A person moves the joints (raw coordinates); only with torque off, as on a robot."""
+        import numpy as np
+
+        from firmware_bridge.messages import Mode
+
+        device = self.server.device
+        if device.mode != Mode.TORQUE_OFF:
+            raise SimLinkError(f"joints can be moved by hand only with torque off (mode is "
+                               f"{device.mode.name})")
+        if len(position) != len(device.config.joint_names):
+            raise SimLinkError(f"{len(position)} positions for "
+                               f"{len(device.config.joint_names)} joints")
+        device.plant.move_by_hand(np.asarray(position, dtype=np.float64))
+        device.resync_to_plant()
+        return {"raw_position": device.plant.position.tolist()}
+
     def _reset(self, seed: int) -> dict[str, Any]:
         device = self.server.device
+        if not hasattr(device.plant, "reset"):
+            raise SimLinkError("reset needs the MuJoCo plant (--plant mujoco)")
         from firmware_bridge.messages import Mode
 
         if device.mode == Mode.POSITION:
@@ -246,6 +285,15 @@ class SimClient:
 
     def reset(self, seed: int) -> dict[str, Any]:
         return self.request({"cmd": "reset", "seed": seed})
+
+    def state(self) -> dict[str, Any]:
+        """``raw_position`` (raw joint coordinates) and, for the MuJoCo plant, ``state`` (a
+        :class:`~firmware_bridge.sim.state.SimState` as plain values)."""
+        return self.request({"cmd": "state"})
+
+    def move_by_hand(self, position: list[float]) -> dict[str, Any]:
+        """Move the joints as a technician would (torque off only), raw joint coordinates."""
+        return self.request({"cmd": "move_by_hand", "position": [float(x) for x in position]})
 
     def status(self) -> dict[str, Any]:
         return self.request({"cmd": "status"})

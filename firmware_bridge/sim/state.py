@@ -7,7 +7,8 @@ arrays are copies, never views into MuJoCo's buffers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,27 @@ class SimState:
     held: int
     bin_pos: np.ndarray  # (3,) centre of the bin's base
     pad_pos: np.ndarray  # (2, 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and numbers (JSON), for the emulator's sim-control channel."""
+        return {f.name: (v.tolist() if isinstance(v := getattr(self, f.name), np.ndarray) else v)
+                for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SimState:
+        """Inverse of :meth:`to_dict`. Raises ValueError for missing or malformed fields."""
+        try:
+            kwargs = {f.name: data[f.name] for f in fields(cls)}
+            for name, value in kwargs.items():
+                if name == "held":
+                    kwargs[name] = int(value)
+                elif name == "time_s":
+                    kwargs[name] = float(value)
+                else:
+                    kwargs[name] = np.asarray(value, dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"not a sim state: {err}") from err
+        return cls(**kwargs)
 
     @property
     def gripper_opening_m(self) -> float:
