@@ -7,6 +7,8 @@ line on stderr says what and what to do), 2 bad usage, 3 finished but some data 
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Annotated
 
 import typer
@@ -46,8 +48,16 @@ def _version(value: bool) -> None:
 def root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
+    log_level: Annotated[str, typer.Option(
+        help="Log level on stderr (debug, info, warning, error): state transitions and engine "
+             "swaps are info, a control loop falling behind is a warning.")] = "warning",
 ) -> None:
     """ramp-edge: run a RAMP-trained robot policy on the robot, and the tools around it."""
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise typer.BadParameter(f"unknown log level {log_level!r}")
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def main(argv: list[str] | None = None) -> None:

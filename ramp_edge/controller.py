@@ -208,7 +208,7 @@ class Controller:
         if state.mode in (Mode.FAULT, Mode.ESTOP):
             raise ControllerError(
                 f"the motor controller is latched in {state.mode.name} ({state.fault.name}); "
-                "clear it (ramp-edge estop --clear) after checking the robot"
+                "check the robot, then clear it with ramp-edge run --clear-latched"
             )
         limits = JointLimits.from_config(self.config).intersect(
             np.asarray(info.position_min, np.float64), np.asarray(info.position_max, np.float64))
@@ -217,7 +217,7 @@ class Controller:
         self.safety.reset(position)
         self._latest = StateSnapshot(time.monotonic(), position,
                                      state.velocity.astype(np.float64))
-        self.bus.set_mode(Mode.POSITION)
+        self.bus.set_mode(Mode.HOLD)  # torque on where the arm is; setpoints from run_episode
         self.states.to(S.ARMED, "torque on at the measured pose")
 
     # -- the episode ------------------------------------------------------------------------------
@@ -240,6 +240,8 @@ class Controller:
         end = self._t_start + duration_s
         next_status = self._t_start + status_every_s
         try:
+            # Last thing before the first setpoint: the device's watchdog counts from here.
+            self.bus.set_mode(Mode.POSITION)
             self._loop(end, next_status, status_every_s, status_cb)
         finally:
             self._infer_stop.set()
@@ -259,8 +261,15 @@ class Controller:
         previous = safety.command
         consecutive_missed = 0
         last_state_at: float | None = None
+        overruns_seen, next_warning = 0, 0.0
         while True:
             t = self.pacer.wait()
+            if self.pacer.stats.overruns != overruns_seen and t >= next_warning:
+                overruns_seen = self.pacer.stats.overruns
+                next_warning = t + 1.0  # at most one warning a second
+                log.warning("control loop fell behind: %d overruns so far, worst lateness "
+                            "%.1f ms (period %.1f ms)", overruns_seen,
+                            self.pacer.stats.max_ms, self.period_s * 1000)
             t_compute = time.perf_counter()
             self._handle_requests(t, end)
             state_now = self.states.state
@@ -321,6 +330,11 @@ class Controller:
                         self.states.to(S.ESTOP, "the motor controller reports an e-stop")
                     else:
                         self._fault(f"the motor controller reports {reply.fault.name}")
+                elif reply.mode is not Mode.POSITION and not self.states.latched \
+                        and self.states.state is not S.IDLE:
+                    # e.g. its watchdog held the arm: our setpoints are being ignored
+                    self._fault(f"the motor controller left POSITION mode ({reply.mode.name}) "
+                                "and ignores setpoints")
             if self.on_step is not None:
                 self.on_step(StepRecord(t, command.copy(), snapshot, source, scheduler.chunk_id,
                                         self._value, int(safety.flags)))
