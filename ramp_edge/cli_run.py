@@ -54,6 +54,12 @@ def run(
     clear_latched: Annotated[bool, typer.Option(
         "--clear-latched", help="Clear a latched e-stop or fault on the motor controller "
         "before arming (only after checking the robot).")] = False,
+    teleop: Annotated[str | None, typer.Option(
+        help="Teleop device that can take over: a URL, or on the emulated robot 'expert' (the "
+             "scripted expert) or 'corrector' (the scripted person of HILR rollouts).")] = None,
+    policy: Annotated[bool, typer.Option(
+        "--policy/--no-policy", help="--no-policy records a demonstration: the teleop device "
+        "alone drives, no inference.")] = True,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -69,7 +75,7 @@ def run(
     request = RunRequest(robot=robot, model=model, task=task, instruction=instruction,
                          episodes=episodes, duration_s=duration, mode=mode, backend=backend,
                          home=resolve_home(home), seed=seed, clear_latched=clear_latched,
-                         engine_threads=engine_threads)
+                         engine_threads=engine_threads, teleop=teleop, policy=policy)
     summary = run_session(request, say=_say, status_line=_status_line, signals=signal)
     if as_json:
         print(json.dumps(summary))

@@ -36,8 +36,8 @@ from ramp_edge.errors import EdgeError
 from ramp_edge.pacing import LatenessStats, Pacer
 from ramp_edge.safety import ChunkRejectedError, JointLimits, SafetyFilter, check_chunk
 from ramp_edge.sd_notify import Notifier
+from ramp_edge.states import ControllerState, ControllerStateMachine
 from ramp_edge.states import ControllerState as S
-from ramp_edge.states import ControllerStateMachine
 
 log = logging.getLogger("ramp_edge.controller")
 
@@ -116,6 +116,10 @@ class Controller:
         first_chunk_timeout_s: float = 10.0,
         on_step: Callable[[StepRecord], None] | None = None,
         engine_name: str | None = None,
+        teleop: Any = None,
+        policy: bool = True,
+        handover_s: float = 0.5,
+        teleop_max_age_s: float = 0.2,
     ) -> None:
         self.config = config
         self.bus = bus
@@ -126,6 +130,13 @@ class Controller:
         self.mode = mode
         self.camera_max_age_s = camera_max_age_s
         self.first_chunk_timeout_s = first_chunk_timeout_s
+        self.teleop = teleop  # a ramp_edge.teleop device; engaged samples take over
+        self.policy = policy  # False: demonstration (teleop only, no inference)
+        self.handover_s = handover_s
+        self.teleop_max_age_s = teleop_max_age_s
+        self._source = "hold"
+        self._blend_from: np.ndarray | None = None
+        self._blend_t0 = 0.0
         self.on_step = on_step
         self.states = ControllerStateMachine()
         self.period_s = 1.0 / config.rates.control_hz
@@ -174,7 +185,7 @@ class Controller:
             "loop_rate_hz": self._achieved_rate(),
             "lateness_p99_ms": lat.get("p99_ms", 0.0),
             "overruns": lat.get("overruns", 0),
-            "source": self.scheduler.source or "hold",
+            "source": self._source,
             "chunk_id": self.scheduler.chunk_id,
             "chunk_latency_p50_ms": float(np.percentile(chunk, 50)) if chunk else None,
             "missed_replies": self.stats.missed_replies,
@@ -235,7 +246,8 @@ class Controller:
         inference = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
         self.pacer = Pacer(self.config.rates.control_hz)
         self._t_start = time.monotonic()
-        inference.start()  # ARMED: holding until the first chunk arrives
+        if self.policy:
+            inference.start()  # ARMED: holding until the first chunk arrives
         self.notifier.ready(f"running, {self.config.rates.control_hz:g} Hz")
         end = self._t_start + duration_s
         next_status = self._t_start + status_every_s
@@ -245,7 +257,8 @@ class Controller:
             self._loop(end, next_status, status_every_s, status_cb)
         finally:
             self._infer_stop.set()
-            inference.join(timeout=5.0)
+            if inference.is_alive():
+                inference.join(timeout=5.0)
             sys.setswitchinterval(old_switch)
             gc.unfreeze()
             self._leave_device_safe()
@@ -273,33 +286,7 @@ class Controller:
             t_compute = time.perf_counter()
             self._handle_requests(t, end)
             state_now = self.states.state
-            source = "hold"
-            if state_now is S.RUNNING:
-                staleness = scheduler.staleness(t)
-                fresh = staleness is Staleness.FRESH
-                if fresh and scheduler.next_command(t, out=desired) is not None:
-                    safety.filter(desired, out=command)
-                    source = "ramp" if safety.ramping else "policy"
-                elif staleness is Staleness.STOP:
-                    self.states.to(S.STOPPING, "no usable chunk: controlled stop")
-                    safety.controlled_stop(out=command)
-                    source = "stop"
-                else:
-                    safety.hold(out=command)
-            elif state_now is S.STOPPING:
-                safety.controlled_stop(out=command)
-                source = "stop"
-                if safety.is_stopped:
-                    self.states.to(S.IDLE, self._stop_reason or "stopped")
-            else:  # ARMED, IDLE, FAULT, ESTOP: hold where we are
-                safety.hold(out=command)
-                if state_now is S.ARMED and self._stop_reason is None:
-                    if scheduler.staleness(t) is Staleness.FRESH:
-                        self.states.to(S.RUNNING, "first chunk: the policy drives")
-                    elif t - self._t_start > self.first_chunk_timeout_s:
-                        self.request_stop(
-                            f"no chunk within {self.first_chunk_timeout_s:g} s of arming "
-                            f"({self._infer_error or self._waiting_for()})")
+            source = self._source = self._command(t, state_now, desired, command)
             if safety.flags:
                 self.stats.safety_clamps += 1
             step = float(np.max(np.abs(command - previous)))
@@ -348,6 +335,75 @@ class Controller:
                     status_cb(status)
             if self.states.state is S.IDLE or self.states.latched:
                 return  # a latched state ends the episode; the device holds by itself
+
+    def _command(self, t: float, state_now: ControllerState, desired: np.ndarray,
+                 command: np.ndarray) -> str:
+        """Compute this step's command into ``command`` (through the safety filter); returns
+        the control source: policy, ramp, human, hold or stop. May change state: takeover and
+        handback, first chunk, stale chunks -> controlled stop."""
+        safety, scheduler = self.safety, self.scheduler
+        assert safety is not None
+        sample = self.teleop.latest() if self.teleop is not None else None
+        engaged = (sample is not None and sample.engaged and sample.target is not None
+                   and t - sample.t_s <= self.teleop_max_age_s)
+        if engaged and state_now in (S.ARMED, S.RUNNING) and self._stop_reason is None:
+            self.states.to(S.TAKEOVER, f"takeover by {sample.source}: {sample.reason}".rstrip(": "))
+            state_now = S.TAKEOVER
+            self._start_blend(t)
+        elif not engaged and state_now is S.TAKEOVER and self.policy:
+            self.states.to(S.RUNNING, "handback to the policy")
+            scheduler.clear(t)  # chunks from before the takeover no longer apply
+            state_now = S.RUNNING
+            self._start_blend(t)
+        if state_now is S.TAKEOVER:
+            if not engaged:  # demonstration mode between strokes: hold
+                safety.hold(out=command)
+                return "hold"
+            desired[:] = sample.target
+            safety.filter(self._blended(t, desired), out=command)
+            return "human"
+        if state_now is S.RUNNING:
+            staleness = scheduler.staleness(t)
+            if staleness is Staleness.FRESH and scheduler.next_command(t, out=desired) is not None:
+                safety.filter(self._blended(t, desired), out=command)
+                return "ramp" if safety.ramping else "policy"
+            if staleness is Staleness.STOP:
+                self.states.to(S.STOPPING, "no usable chunk: controlled stop")
+                safety.controlled_stop(out=command)
+                return "stop"
+            safety.hold(out=command)
+            return "hold"
+        if state_now is S.STOPPING:
+            safety.controlled_stop(out=command)
+            if safety.is_stopped:
+                self.states.to(S.IDLE, self._stop_reason or "stopped")
+            return "stop"
+        safety.hold(out=command)  # ARMED, IDLE, FAULT, ESTOP: hold where we are
+        if state_now is S.ARMED and self.policy and self._stop_reason is None:
+            if scheduler.staleness(t) is Staleness.FRESH:
+                self.states.to(S.RUNNING, "first chunk: the policy drives")
+            elif t - self._t_start > self.first_chunk_timeout_s:
+                self.request_stop(f"no chunk within {self.first_chunk_timeout_s:g} s of arming "
+                                  f"({self._infer_error or self._waiting_for()})")
+        return "hold"
+
+    def _start_blend(self, t: float) -> None:
+        """Hand over smoothly: for ``handover_s`` the command moves from where it is to the new
+        source's along a smoothstep, on top of the safety filter's own limits."""
+        assert self.safety is not None
+        self._blend_from = self.safety.command
+        self._blend_t0 = t
+
+    def _blended(self, t: float, desired: np.ndarray) -> np.ndarray:
+        if self._blend_from is None or self.handover_s <= 0:
+            return desired
+        x = (t - self._blend_t0) / self.handover_s
+        if x >= 1.0:
+            self._blend_from = None
+            return desired
+        w = 0.5 - 0.5 * math.cos(math.pi * max(x, 0.0))
+        desired += (1.0 - w) * (self._blend_from - desired)
+        return desired
 
     def _handle_requests(self, t: float, end: float) -> None:
         if self._estop_reason is not None and self.states.state is not S.ESTOP:

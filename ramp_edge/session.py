@@ -25,7 +25,7 @@ import numpy as np
 from firmware_bridge.messages import Mode
 from ramp_edge.config import RobotConfig, load_config
 from ramp_edge.control_socket import ControlSocketServer, socket_path
-from ramp_edge.controller import Controller, StateSnapshot
+from ramp_edge.controller import Controller, ControllerError, StateSnapshot
 from ramp_edge.engine_slot import EngineSlot, LoadedEngine, open_bundle_engine
 from ramp_edge.errors import EdgeError
 from ramp_edge.robot_link import EMULATOR_PREFIX, open_robot_bus
@@ -50,6 +50,8 @@ class RunRequest:
     seed: int = 0
     clear_latched: bool = False
     engine_threads: int | None = 1  # the control thread keeps a core of its own
+    teleop: str | None = None  # a teleop URL, or "expert" / "corrector" in simulation
+    policy: bool = True  # False: demonstration, the teleop device alone drives
 
 
 def resolve_bundle(request: RunRequest, config: RobotConfig, say: Callable[[str], None]) -> Path:
@@ -187,6 +189,7 @@ def run_session(request: RunRequest, say: Callable[[str], None],
     controller_ref: list[Controller | None] = [None]
     cameras: dict[str, Any] = {}
     sim_client = None
+    teleop = None
     try:
         with open_robot_bus(config, emulator_args) as (bus, _emulator):
             say(f"motor controller: {bus.info.device_id}, firmware {bus.info.firmware_version}"
@@ -198,6 +201,7 @@ def run_session(request: RunRequest, say: Callable[[str], None],
                 cameras[cam.name] = open_camera(cam.name, url)
             if simulated:
                 sim_client = SimClient(sim_url)
+            teleop = _open_teleop(request, simulated, sim_url, task)
             if request.clear_latched:
                 bus.clear_fault()
 
@@ -232,17 +236,25 @@ def run_session(request: RunRequest, say: Callable[[str], None],
                 return {"state": "ESTOP"}
 
             handlers = {"status": status, "estop": estop, "swap": swap, "rollback": rollback}
-            with ControlSocketServer(socket_path(request.home), handlers), \
-                    _signals(signals, controller_ref, notifier,
-                             lambda: _swap_in_background(swap, say)):
-                for index in range(request.episodes):
-                    result = _episode(request, config, bus, slot.current, cameras, sim_client,
-                                      notifier, controller_ref, index, status_line, say,
-                                      Observation)
-                    episodes.append(result)
-                    if result["final_state"] in ("ESTOP", "FAULT") or result.get("interrupted"):
-                        break
+            try:
+                with ControlSocketServer(socket_path(request.home), handlers), \
+                        _signals(signals, controller_ref, notifier,
+                                 lambda: _swap_in_background(swap, say)):
+                    for index in range(request.episodes):
+                        result = _episode(request, config, bus, slot.current, cameras,
+                                          sim_client, teleop, notifier, controller_ref, index,
+                                          status_line, say, Observation)
+                        episodes.append(result)
+                        if result["final_state"] in ("ESTOP", "FAULT") or result.get(
+                                "interrupted"):
+                            break
+            finally:
+                if teleop is not None:  # before the emulator goes: it reads the sim channel
+                    teleop.close()
+                    teleop = None
     finally:
+        if teleop is not None:
+            teleop.close()
         for cam in cameras.values():
             cam.close()
         if sim_client is not None:
@@ -254,8 +266,27 @@ def run_session(request: RunRequest, say: Callable[[str], None],
     return _aggregate(episodes, slot.current.engine.backend, slot.current.name)
 
 
+def _open_teleop(request: RunRequest, simulated: bool, sim_url: str, task: str) -> Any:
+    """The teleop device the request names: a URL, or in simulation "expert" (demonstrates
+    the task) or "corrector" (takes over when the policy stalls or heads for failure)."""
+    if request.teleop is None:
+        if not request.policy:
+            raise ControllerError("--no-policy (demonstration) needs a --teleop device")
+        return None
+    from ramp_edge.teleop import open_teleop
+    from ramp_edge.teleop.scripted import scripted_url
+
+    url = request.teleop
+    if url in ("expert", "corrector"):
+        if not simulated:
+            raise ControllerError(f"--teleop {url} is the simulated person: it needs the "
+                                  "emulated robot")
+        url = scripted_url(url, sim_url, task=task, seed=request.seed)
+    return open_teleop(url)
+
+
 def _episode(request: RunRequest, config: RobotConfig, bus: Any, loaded: LoadedEngine,
-             cameras: dict[str, Any], sim_client: Any, notifier: Notifier,
+             cameras: dict[str, Any], sim_client: Any, teleop: Any, notifier: Notifier,
              controller_ref: list[Controller | None], index: int,
              status_line: Callable[[dict[str, Any]], str], say: Callable[[str], None],
              observation_cls: type) -> dict[str, Any]:
@@ -264,6 +295,8 @@ def _episode(request: RunRequest, config: RobotConfig, bus: Any, loaded: LoadedE
         bus.set_mode(Mode.HOLD)  # hold the arm; the scene is reset under it
         info = sim_client.reset(request.seed + index)
         instruction = instruction or info.get("instruction")
+        if teleop is not None:  # after the scene: a scripted person checks it sees the same one
+            teleop.reset_episode(seed=request.seed + index, task=info.get("task"))
     instruction = instruction or "do the task"
     bundle = loaded.bundle
     tokens = bundle.tokenizer().encode(instruction)
@@ -276,7 +309,8 @@ def _episode(request: RunRequest, config: RobotConfig, bus: Any, loaded: LoadedE
 
     controller = Controller(config, bus, loaded.engine, make_observation,
                             cameras={n: cameras[n] for n in bundle.camera_names},
-                            notifier=notifier, mode=request.mode, engine_name=loaded.name)
+                            notifier=notifier, mode=request.mode, engine_name=loaded.name,
+                            teleop=teleop, policy=request.policy)
     controller_ref[0] = controller
     say(f"episode {index + 1}/{request.episodes}: {instruction!r}")
     watcher = _SimWatcher(sim_client, controller) if sim_client is not None else None

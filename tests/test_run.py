@@ -181,3 +181,30 @@ def test_when_bundles_swapped_and_rolled_back_mid_run_expect_no_stop_and_bad_bun
     assert episode["final_state"] == "IDLE"
     assert "first chunk: the policy drives" in [t[2] for t in episode["transitions"]]
     assert not any(t[1] == "STOPPING" and "chunk" in t[2] for t in episode["transitions"])
+
+
+def test_when_the_expert_demonstrates_through_the_controller_expect_the_task_done(home):
+    """Demonstrations flow through the real controller path: teleop -> safety filter -> bus."""
+    out = subprocess.run([str(EXE), "run", "--no-policy", "--teleop", "expert", "--task",
+                          "pack_box", "--duration", "40", "--json"], capture_output=True,
+                         text=True, timeout=240, env=_env(home), stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    episode = json.loads(out.stdout)["per_episode"][0]
+    assert episode["outcome"] == "success", episode["transitions"]
+    assert ["ARMED", "TAKEOVER", "takeover by scripted+expert: demonstration"] in \
+        episode["transitions"]
+    assert episode["source_steps"]["human"] > 0.9 * episode["steps"]
+    assert episode["chunks"] == 0  # no inference in a demonstration
+
+
+def test_when_the_policy_stalls_expect_the_corrector_to_take_over_and_hand_back(home):
+    out = subprocess.run([str(EXE), "run", "--teleop", "corrector", "--task", "pack_box",
+                          "--duration", "20", "--json"], capture_output=True, text=True,
+                         timeout=240, env=_env(home), stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    episode = json.loads(out.stdout)["per_episode"][0]
+    reasons = [t[2] for t in episode["transitions"] if t[1] == "TAKEOVER"]
+    assert reasons and all(r.startswith("takeover by scripted+corrector") for r in reasons)
+    assert episode["source_steps"].get("human", 0) > 0
+    assert episode["source_steps"].get("policy", 0) > 0
+    assert episode["final_state"] == "IDLE"
