@@ -50,15 +50,15 @@ def measure(args: tuple[str, ...], seconds: float, tmp: str) -> dict:
         bus.connect()
         bus.set_mode(Mode.HOLD)
         home = bus.read_state().position.astype(np.float64)
+        time.sleep(1.0)  # let the renderer child settle (in HOLD: no watchdog)
         bus.set_mode(Mode.POSITION)
-        time.sleep(1.0)  # let the renderer child settle
         cpu0, t0 = tree_cpu_s(proc.proc.pid), time.monotonic()
         pacer = Pacer(100.0)
         missed = 0
         while time.monotonic() - t0 < seconds:
             t = pacer.wait()
             target = home.copy()
-            target[0] += 0.3 * math.sin(0.5 * t)
+            target[0] += 0.3 * math.sin(0.5 * (t - t0))
             missed += bus.exchange(target, reach_in_us=10_000) is None
         cpu1, t1 = tree_cpu_s(proc.proc.pid), time.monotonic()
         bus.set_mode(Mode.HOLD)

@@ -26,7 +26,7 @@ actions are; the loop then calls :meth:`SafetyFilter.hold` or :meth:`SafetyFilte
 All arrays are float64 vectors in the joint order of the robot config. The control-path methods
 keep their state in preallocated per-joint lists and write the command into ``out`` when given;
 they allocate a new array only when it is not (about 10 us per call for 7 joints, see
-``benchmarks/RESULTS_control_path.md``).
+``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ def test_when_a_task_is_unknown_expect_one_project_error_naming_the_known_ones()
 def test_when_stepped_expect_physics_faster_than_5x_real_time(plant):
     """Budget: the emulator steps at 1 kHz; more than 5,000 steps/s keeps it well within a
     core. The assertion is looser (2,500) so a busy CI runner does not flake; the measured
-    figure is in benchmarks/RESULTS_sim.md."""
+    figure is in benchmarks/RESULTS.md."""
     plant.reset(seed=9)
     cmd = plant.position.copy()
     n = 2000
