@@ -27,13 +27,20 @@ def device_url(kind: str, tmp_path) -> str:
     raise ValueError(kind)
 
 
-@pytest.fixture(params=["sim", "pty", "zmq+ipc", "zmq+tcp", "hardware"])
+@pytest.fixture(params=["sim", "pty", "zmq+ipc", "zmq+tcp", "mujoco", "hardware"])
 def host_url(request, tmp_path) -> Iterator[str]:
     """The host-side URL of a motor controller: in-process, emulator process over a
-    pseudo-terminal / ZeroMQ ipc / ZeroMQ tcp, or a real port named by RAMP_EDGE_TEST_PORT."""
+    pseudo-terminal / ZeroMQ ipc / ZeroMQ tcp, the emulator with the MuJoCo arm as its plant,
+    or a real port named by RAMP_EDGE_TEST_PORT."""
     kind = request.param
     if kind == "sim":
         yield "sim://"
+        return
+    if kind == "mujoco":
+        pytest.importorskip("mujoco", reason="the sim extra (MuJoCo) is not installed")
+        with EmulatorProcess(device_url("pty", tmp_path), ("--plant", "mujoco", "--task",
+                                                             "pack_box"), 60.0) as proc:
+            yield proc.host_url
         return
     if kind == "hardware":
         port = os.environ.get("RAMP_EDGE_TEST_PORT")

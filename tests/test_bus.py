@@ -82,9 +82,10 @@ def test_when_calibration_written_with_torque_off_expect_it_read_back(host_url):
         np.testing.assert_allclose(back.homing_offset, cal.homing_offset)
         np.testing.assert_array_equal(back.drive_sign, cal.drive_sign)
         after = bus.read_state().position.astype(np.float64)
-        # user = sign * (raw - offset): joint 0 is mirrored, the others shift by the offset
-        assert after[0] == pytest.approx(-(before[0] - 0.1), abs=1e-4)
-        assert after[1] == pytest.approx(before[1] - 0.1, abs=1e-4)
+        # user = sign * (raw - offset): joint 0 is mirrored, the others shift by the offset.
+        # 5 mrad: a limp MuJoCo arm sags a little under gravity between the two readings.
+        assert after[0] == pytest.approx(-(before[0] - 0.1), abs=5e-3)
+        assert after[1] == pytest.approx(before[1] - 0.1, abs=5e-3)
 
 
 def test_when_torque_on_expect_calibration_write_refused(host_url):
