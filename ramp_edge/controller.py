@@ -73,13 +73,14 @@ class StateSnapshot:
 class StepRecord:
     """What one control step did; handed to ``on_step`` (the recorder) when set."""
 
-    t_s: float
-    command: np.ndarray
-    state: StateSnapshot | None
-    source: str  # "policy" | "hold" | "stop" | "ramp"
+    t_s: float  # the step's deadline (time.monotonic s)
+    t_sent_s: float  # when its setpoint actually left (time.monotonic s)
+    command: np.ndarray  # the command actually sent, after the safety filter
+    state: StateSnapshot | None  # the state the device answered with (None: no reply)
+    source: str  # "policy" | "ramp" | "human" | "hold" | "stop"
     chunk_id: int | None
     value: float | None
-    interventions: int
+    interventions: int  # safety.Intervention flags of this step
 
 
 @dataclass
@@ -294,8 +295,9 @@ class Controller:
                 self.stats.largest_step = step
             previous[:] = command
             self.stats.compute_ms.add((time.perf_counter() - t_compute) * 1000)
+            t_sent = time.monotonic()
             if last_state_at is not None:
-                self.stats.state_to_setpoint_ms.add((time.monotonic() - last_state_at) * 1000)
+                self.stats.state_to_setpoint_ms.add((t_sent - last_state_at) * 1000)
             reply = bus.exchange(command, reach_us)
             self.stats.steps += 1
             self.stats.source_steps[source] = self.stats.source_steps.get(source, 0) + 1
@@ -323,8 +325,8 @@ class Controller:
                     self._fault(f"the motor controller left POSITION mode ({reply.mode.name}) "
                                 "and ignores setpoints")
             if self.on_step is not None:
-                self.on_step(StepRecord(t, command.copy(), snapshot, source, scheduler.chunk_id,
-                                        self._value, int(safety.flags)))
+                self.on_step(StepRecord(t, t_sent, command.copy(), snapshot, source,
+                                        scheduler.chunk_id, self._value, int(safety.flags)))
             if consecutive_missed == 0 and not self.states.latched:
                 self.notifier.watchdog_if_due(t)  # only a healthy loop keeps systemd happy
             if t >= next_status:
