@@ -16,7 +16,9 @@ import typer
 from firmware_bridge.cli import bridge_app, emulator_app, run_guarded
 from firmware_bridge.sim.cli import sim_app
 from ramp_edge import __version__
+from ramp_edge.cli_calibrate import calibrate_app
 from ramp_edge.cli_config import config_app
+from ramp_edge.cli_doctor import doctor
 from ramp_edge.cli_model import model_app
 from ramp_edge.cli_run import estop, run, status
 from ramp_edge.cli_systemd import systemd_app
@@ -33,6 +35,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(systemd_app, name="systemd")
 app.add_typer(sim_app, name="sim")
 app.add_typer(model_app, name="model")
+app.add_typer(calibrate_app, name="calibrate")
+app.command("doctor")(doctor)
 app.command("run")(run)
 app.command("estop")(estop)
 app.command("status")(status)

@@ -82,6 +82,9 @@ class JointConfig:
     max_acceleration_per_s2: float
     # Kept inside the limits, in the joint's unit; negative means [safety] joint_margin.
     margin: float = -1.0
+    # Largest distance from the joint's axis to the tool (m); bounds the tool's speed in the
+    # calibration's verification move (sum |qdot| * reach_m <= 0.25 m/s). 0 for gripper fingers.
+    reach_m: float = 0.0
 
     def validate(self) -> None:
         if self.unit not in ("rad", "m"):
@@ -91,6 +94,8 @@ class JointConfig:
         if self.margin * 2 >= self.position_max - self.position_min:
             raise ValueError("margin must be less than half the joint's range")
         _positive(self, "max_velocity_per_s", "max_acceleration_per_s2")
+        if not self.reach_m >= 0:
+            raise ValueError("reach_m must be >= 0")
 
 
 @dataclass(frozen=True)

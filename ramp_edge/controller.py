@@ -119,6 +119,7 @@ class Controller:
         engine_name: str | None = None,
         teleop: Any = None,
         policy: bool = True,
+        before_torque: Callable[[], Any] | None = None,
         handover_s: float = 0.5,
         teleop_max_age_s: float = 0.2,
     ) -> None:
@@ -133,6 +134,10 @@ class Controller:
         self.first_chunk_timeout_s = first_chunk_timeout_s
         self.teleop = teleop  # a ramp_edge.teleop device; engaged samples take over
         self.policy = policy  # False: demonstration (teleop only, no inference)
+        # Called before torque goes on; raises to refuse (calibration missing, malformed, for
+        # another robot, or not what the motor controller holds); returns the calibration.
+        self.before_torque = before_torque
+        self.calibration_sha256: str | None = None
         self.handover_s = handover_s
         self.teleop_max_age_s = teleop_max_age_s
         self._source = "hold"
@@ -224,6 +229,11 @@ class Controller:
             )
         limits = JointLimits.from_config(self.config).intersect(
             np.asarray(info.position_min, np.float64), np.asarray(info.position_max, np.float64))
+        if self.before_torque is not None:
+            calibration = self.before_torque()
+            self.calibration_sha256 = calibration.sha256
+            measured = calibration.vectors()  # the range the technician measured
+            limits = limits.intersect(measured["position_min"], measured["position_max"])
         self.safety = SafetyFilter(limits, self.period_s, self.config.safety.startup_ramp_s)
         position = state.position.astype(np.float64)
         self.safety.reset(position)
@@ -529,6 +539,7 @@ class Controller:
             "transitions": [(t.source.name, t.target.name, t.reason)
                             for t in self.states.history],
             "backend": getattr(self.engine, "backend", "?"),
+            "calibration": self.calibration_sha256,
             "bundle_swaps": list(self.swaps),
             "link": self.bus.health(),
         }

@@ -22,6 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from calibration.calibration_file import (
+    CalibrationFile,
+    calibration_path,
+    joints_from_message,
+    save_calibration,
+)
+from calibration.verify import apply_calibration, check_before_torque
 from firmware_bridge.messages import Mode
 from ramp_edge.config import RobotConfig, load_config
 from ramp_edge.control_socket import ControlSocketServer, socket_path
@@ -204,6 +211,12 @@ def run_session(request: RunRequest, say: Callable[[str], None],
             teleop = _open_teleop(request, simulated, sim_url, task)
             if request.clear_latched:
                 bus.clear_fault()
+            calibration_file = calibration_path(request.home, config.robot_id)
+            if simulated:
+                _calibrate_emulator(bus, config, calibration_file, say)
+
+            def check_calibration() -> Any:
+                return check_before_torque(calibration_file, config.robot_id, bus)
 
             def status(_req: dict[str, Any]) -> dict[str, Any]:
                 c = controller_ref[0]
@@ -243,7 +256,7 @@ def run_session(request: RunRequest, say: Callable[[str], None],
                     for index in range(request.episodes):
                         result = _episode(request, config, bus, slot.current, cameras,
                                           sim_client, teleop, notifier, controller_ref, index,
-                                          status_line, say, Observation)
+                                          status_line, say, Observation, check_calibration)
                         episodes.append(result)
                         if result["final_state"] in ("ESTOP", "FAULT") or result.get(
                                 "interrupted"):
@@ -264,6 +277,23 @@ def run_session(request: RunRequest, say: Callable[[str], None],
         notifier.close()
         shutil.rmtree(run_dir, ignore_errors=True)
     return _aggregate(episodes, slot.current.engine.backend, slot.current.name)
+
+
+def _calibrate_emulator(bus: Any, config: RobotConfig, path: Path,
+                        say: Callable[[str], None]) -> None:
+    """A fresh emulator holds no calibration, as firmware without flash would after a restart:
+    write the robot's calibration file to it (creating the file from the emulator's factory
+    values on first use), exactly as ``ramp-edge calibrate apply`` does on a real robot."""
+    if not path.exists():
+        joints = joints_from_message(bus.read_calibration(), config.joint_names,
+                                     [j.unit for j in config.joints])
+        info = bus.info
+        save_calibration(CalibrationFile.create(
+            config.robot_id, joints, technician="factory calibration of the emulated robot",
+            device={"device_id": info.device_id, "firmware_version": info.firmware_version}),
+            path)
+        say(f"wrote the emulated robot's factory calibration to {path}")
+    apply_calibration(bus, path, config.robot_id, config.joint_names)
 
 
 def _open_teleop(request: RunRequest, simulated: bool, sim_url: str, task: str) -> Any:
@@ -289,7 +319,7 @@ def _episode(request: RunRequest, config: RobotConfig, bus: Any, loaded: LoadedE
              cameras: dict[str, Any], sim_client: Any, teleop: Any, notifier: Notifier,
              controller_ref: list[Controller | None], index: int,
              status_line: Callable[[dict[str, Any]], str], say: Callable[[str], None],
-             observation_cls: type) -> dict[str, Any]:
+             observation_cls: type, check_calibration: Callable[[], Any]) -> dict[str, Any]:
     instruction = request.instruction
     if sim_client is not None:
         bus.set_mode(Mode.HOLD)  # hold the arm; the scene is reset under it
@@ -310,7 +340,8 @@ def _episode(request: RunRequest, config: RobotConfig, bus: Any, loaded: LoadedE
     controller = Controller(config, bus, loaded.engine, make_observation,
                             cameras={n: cameras[n] for n in bundle.camera_names},
                             notifier=notifier, mode=request.mode, engine_name=loaded.name,
-                            teleop=teleop, policy=request.policy)
+                            teleop=teleop, policy=request.policy,
+                            before_torque=check_calibration)
     controller_ref[0] = controller
     say(f"episode {index + 1}/{request.episodes}: {instruction!r}")
     watcher = _SimWatcher(sim_client, controller) if sim_client is not None else None

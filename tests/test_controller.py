@@ -93,3 +93,55 @@ def test_when_the_engine_fails_expect_a_stop_with_the_reason(engine):
         summary = controller.run_episode(5.0)
     assert summary["final_state"] == "IDLE"
     assert "the accelerator went away" in summary["transitions"][-1][2]
+
+
+def _calibration_file(tmp_path, robot_id="emulated-arm", offset=0.0):
+    from calibration.calibration_file import (
+        CalibrationFile,
+        JointCalibration,
+        calibration_path,
+        save_calibration,
+    )
+
+    config = load_config()
+    joints = [JointCalibration(j.name, j.unit, offset, 1, j.position_min, j.position_max)
+              for j in config.joints]
+    path = calibration_path(tmp_path, robot_id)
+    save_calibration(CalibrationFile.create(robot_id, joints), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda tmp: tmp / "calibration" / "missing.json", "CalibrationMissingError"),
+        (lambda tmp: _calibration_file(tmp, robot_id="another-arm"), "WrongRobotError"),
+        (lambda tmp: _calibration_file(tmp), "CalibrationMismatchError"),  # device holds none
+    ],
+)
+def test_when_the_calibration_is_unusable_expect_torque_to_stay_off(tmp_path, make, error):
+    from calibration.verify import check_before_torque
+    from firmware_bridge.messages import Mode
+
+    path = make(tmp_path)
+    controller, bus, _ = _controller(HoldStillEngine(), before_torque=lambda: check_before_torque(
+        path, "emulated-arm", bus))
+    with bus:
+        with pytest.raises(Exception) as info:
+            controller.arm()
+        assert type(info.value).__name__ == error
+        assert bus.read_state().mode == Mode.TORQUE_OFF
+        assert controller.states.state.name == "IDLE"
+
+
+def test_when_the_device_holds_the_files_calibration_expect_arming_and_its_hash(tmp_path):
+    from calibration.calibration_file import load_calibration
+    from calibration.verify import check_before_torque
+
+    path = _calibration_file(tmp_path, offset=0.01)
+    controller, bus, _ = _controller(HoldStillEngine(), before_torque=lambda: check_before_torque(
+        path, "emulated-arm", bus))
+    with bus:
+        bus.write_calibration(load_calibration(path).to_message())
+        summary = controller.run_episode(0.5)
+    assert summary["calibration"] == load_calibration(path).sha256
