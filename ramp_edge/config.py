@@ -63,9 +63,14 @@ class SafetyConfig:
     stale_hold_ms: float = 200.0
     stale_stop_ms: float = 1000.0
     watchdog_timeout_ms: float = 100.0
+    # After an episode and on SIGTERM: "hold" keeps torque on at the last pose (an arm that goes
+    # limp falls); "off" switches torque off once stopped (an arm resting on its stops).
+    exit_torque: str = "hold"
 
     def validate(self) -> None:
         _positive(self, "startup_ramp_s", "stale_hold_ms", "stale_stop_ms", "watchdog_timeout_ms")
+        if self.exit_torque not in ("hold", "off"):
+            raise ValueError(f"exit_torque must be 'hold' or 'off', not {self.exit_torque!r}")
         if self.joint_margin < 0:
             raise ValueError("joint_margin must be >= 0")
         if self.stale_stop_ms < self.stale_hold_ms:

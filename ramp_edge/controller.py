@@ -439,13 +439,15 @@ class Controller:
         self.states.to(S.FAULT, reason)
 
     def _leave_device_safe(self) -> None:
-        """Hold (torque stays on: an arm that goes limp falls). Latched states stay latched."""
+        """Hold, or torque off where the config says so (``[safety] exit_torque``); the
+        controlled stop has already brought the arm to rest. Latched states stay latched."""
         if self.states.latched:
             return
+        mode = Mode.TORQUE_OFF if self.config.safety.exit_torque == "off" else Mode.HOLD
         try:
-            self.bus.set_mode(Mode.HOLD)
+            self.bus.set_mode(mode)
         except (LinkError, DeviceTimeoutError, DeviceRejectedError) as err:
-            log.error("could not put the motor controller in HOLD: %s", err)
+            log.error("could not put the motor controller in %s: %s", mode.name, err)
         if self.states.state is not S.IDLE:
             for target in (S.STOPPING, S.IDLE):
                 if self.states.state is not target:

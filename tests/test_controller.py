@@ -145,3 +145,15 @@ def test_when_the_device_holds_the_files_calibration_expect_arming_and_its_hash(
         bus.write_calibration(load_calibration(path).to_message())
         summary = controller.run_episode(0.5)
     assert summary["calibration"] == load_calibration(path).sha256
+
+
+@pytest.mark.parametrize(("exit_torque", "mode"), [("hold", "HOLD"), ("off", "TORQUE_OFF")])
+def test_when_an_episode_ends_expect_the_configured_torque_policy(exit_torque, mode):
+    import dataclasses
+
+    controller, bus, _ = _controller(HoldStillEngine())
+    controller.config = dataclasses.replace(controller.config, safety=dataclasses.replace(
+        controller.config.safety, exit_torque=exit_torque))
+    with bus:
+        controller.run_episode(0.5)
+        assert bus.read_state().mode.name == mode
