@@ -242,9 +242,8 @@ def run_session(request: RunRequest, say: Callable[[str], None],
 
             def estop(req: dict[str, Any]) -> dict[str, Any]:
                 c = controller_ref[0]
-                if c is None:
-                    bus_estop_reason = str(req.get("reason", "control socket"))
-                    raise ValueError(f"no episode running to e-stop ({bus_estop_reason})")
+                if c is None:  # between episodes the arm is held by the motor controller
+                    raise ValueError("no episode is running: nothing moves to e-stop")
                 c.request_estop(str(req.get("reason", "control socket")))
                 return {"state": "ESTOP"}
 
@@ -322,6 +321,7 @@ def _episode(request: RunRequest, config: RobotConfig, bus: Any, loaded: LoadedE
              observation_cls: type, check_calibration: Callable[[], Any]) -> dict[str, Any]:
     instruction = request.instruction
     if sim_client is not None:
+        check_calibration()  # torque goes on next: the same check as before arming
         bus.set_mode(Mode.HOLD)  # hold the arm; the scene is reset under it
         info = sim_client.reset(request.seed + index)
         instruction = instruction or info.get("instruction")
