@@ -3,6 +3,7 @@ commands that reach it while it runs."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import signal
 import sys
@@ -60,6 +61,11 @@ def run(
     policy: Annotated[bool, typer.Option(
         "--policy/--no-policy", help="--no-policy records a demonstration: the teleop device "
         "alone drives, no inference.")] = True,
+    operator: Annotated[str, typer.Option(help="Who supervises (recorded with episodes).")]
+    = "",
+    record: Annotated[bool, typer.Option(
+        "--record/--no-record", help="Record every episode in HOME's crash-safe episode "
+        "store (sealed at the end; unfinished ones are recovered at the next start).")] = True,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -75,7 +81,8 @@ def run(
     request = RunRequest(robot=robot, model=model, task=task, instruction=instruction,
                          episodes=episodes, duration_s=duration, mode=mode, backend=backend,
                          home=resolve_home(home), seed=seed, clear_latched=clear_latched,
-                         engine_threads=engine_threads, teleop=teleop, policy=policy)
+                         engine_threads=engine_threads, teleop=teleop, policy=policy,
+                         operator=operator or getpass.getuser(), record=record)
     summary = run_session(request, say=_say, status_line=_status_line, signals=signal)
     if as_json:
         print(json.dumps(summary))

@@ -26,6 +26,7 @@ from calibration.calibration_file import (
     CalibrationFile,
     calibration_path,
     joints_from_message,
+    load_calibration,
     save_calibration,
 )
 from calibration.verify import apply_calibration, check_before_torque
@@ -34,9 +35,11 @@ from ramp_edge.config import RobotConfig, load_config
 from ramp_edge.control_socket import ControlSocketServer, socket_path
 from ramp_edge.controller import Controller, ControllerError, StateSnapshot
 from ramp_edge.engine_slot import EngineSlot, LoadedEngine, open_bundle_engine
+from ramp_edge.episodes import EpisodeMeta, EpisodeStore
 from ramp_edge.errors import EdgeError
 from ramp_edge.robot_link import EMULATOR_PREFIX, open_robot_bus
 from ramp_edge.sd_notify import Notifier
+from ramp_edge.states import ControllerState
 
 EMULATOR_CAMERA = "emulator://"
 DEFAULT_TASK = "pack_box"
@@ -59,6 +62,8 @@ class RunRequest:
     engine_threads: int | None = 1  # the control thread keeps a core of its own
     teleop: str | None = None  # a teleop URL, or "expert" / "corrector" in simulation
     policy: bool = True  # False: demonstration, the teleop device alone drives
+    operator: str = ""
+    record: bool = True  # record every episode in HOME's episode store
 
 
 def resolve_bundle(request: RunRequest, config: RobotConfig, say: Callable[[str], None]) -> Path:
@@ -192,6 +197,12 @@ def run_session(request: RunRequest, say: Callable[[str], None],
         emulator_args = ["--plant", "mujoco", "--task", task, "--seed", str(request.seed),
                          "--camera-url", cam_url, "--camera-hz", str(config.rates.camera_hz),
                          "--sim-url", sim_url]
+    store = EpisodeStore(request.home) if request.record else None
+    if store is not None:
+        recovered = store.recover()  # a crash or power cut left these unfinished
+        if recovered:
+            say(f"recovered {len(recovered)} unfinished episode(s), sealed as aborted: "
+                + ", ".join(e.id for e in recovered))
     episodes: list[dict[str, Any]] = []
     controller_ref: list[Controller | None] = [None]
     cameras: dict[str, Any] = {}
@@ -255,7 +266,8 @@ def run_session(request: RunRequest, say: Callable[[str], None],
                     for index in range(request.episodes):
                         result = _episode(request, config, bus, slot.current, cameras,
                                           sim_client, teleop, notifier, controller_ref, index,
-                                          status_line, say, Observation, check_calibration)
+                                          status_line, say, Observation, check_calibration,
+                                          store, calibration_file)
                         episodes.append(result)
                         if result["final_state"] in ("ESTOP", "FAULT") or result.get(
                                 "interrupted"):
@@ -272,10 +284,54 @@ def run_session(request: RunRequest, say: Callable[[str], None],
         if sim_client is not None:
             sim_client.close()
         slot.close()
+        if store is not None:
+            store.close()
         notifier.stopping("controller stopped")
         notifier.close()
         shutil.rmtree(run_dir, ignore_errors=True)
     return _aggregate(episodes, slot.current.engine.backend, slot.current.name)
+
+
+def _transition_events(recorder: Any) -> Callable[[Any], None]:
+    """State transitions as episode events: takeover start/end (training drops the steps
+    around them), e-stops, faults."""
+
+    def on_transition(t: Any) -> None:
+        if t.target is ControllerState.TAKEOVER:
+            recorder.event("takeover_start", t.reason, t.t_s)
+        elif t.source is ControllerState.TAKEOVER:
+            recorder.event("takeover_end", t.reason, t.t_s)
+        if t.target is ControllerState.ESTOP:
+            recorder.event("estop", t.reason, t.t_s)
+        elif t.target is ControllerState.FAULT:
+            recorder.event("fault", t.reason, t.t_s)
+
+    return on_transition
+
+
+class _FramePump:
+    """Hands each new camera frame to the recorder (a thread polling ``latest()``; the
+    control thread never sees images)."""
+
+    def __init__(self, cameras: dict[str, Any], recorder: Any, rate_hz: float) -> None:
+        self.cameras, self.recorder = cameras, recorder
+        self.period_s = 0.5 / rate_hz  # twice the camera rate: no frame missed
+        self._seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="frame-pump", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            for name, cam in self.cameras.items():
+                got = cam.latest()
+                if got is not None and got[1] != self._seen.get(name):
+                    self._seen[name] = got[1]
+                    self.recorder.on_image(name, got[0], got[1])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
 
 
 def _calibrate_emulator(bus: Any, config: RobotConfig, path: Path,
@@ -318,7 +374,8 @@ def _episode(request: RunRequest, config: RobotConfig, bus: Any, loaded: LoadedE
              cameras: dict[str, Any], sim_client: Any, teleop: Any, notifier: Notifier,
              controller_ref: list[Controller | None], index: int,
              status_line: Callable[[dict[str, Any]], str], say: Callable[[str], None],
-             observation_cls: type, check_calibration: Callable[[], Any]) -> dict[str, Any]:
+             observation_cls: type, check_calibration: Callable[[], Any],
+             store: EpisodeStore | None, calibration_file: Path) -> dict[str, Any]:
     instruction = request.instruction
     if sim_client is not None:
         check_calibration()  # torque goes on next: the same check as before arming
@@ -337,21 +394,37 @@ def _episode(request: RunRequest, config: RobotConfig, bus: Any, loaded: LoadedE
                                joint_velocity=state.velocity.astype(np.float32),
                                tokens=tokens)
 
+    recorder = None
+    if store is not None:
+        recorder = store.start_episode(EpisodeMeta(
+            instruction=instruction, operator=request.operator, robot_id=config.robot_id,
+            calibration_hash=load_calibration(calibration_file, config.robot_id).sha256,
+            bundle_hash=bundle.sha256), joint_count=len(config.joints))
     controller = Controller(config, bus, loaded.engine, make_observation,
                             cameras={n: cameras[n] for n in bundle.camera_names},
                             notifier=notifier, mode=request.mode, engine_name=loaded.name,
                             teleop=teleop, policy=request.policy,
-                            before_torque=check_calibration)
+                            before_torque=check_calibration,
+                            on_step=recorder.on_step if recorder else None)
+    if recorder is not None:
+        controller.states.listeners.append(_transition_events(recorder))
     controller_ref[0] = controller
-    say(f"episode {index + 1}/{request.episodes}: {instruction!r}")
+    say(f"episode {index + 1}/{request.episodes}: {instruction!r}"
+        + (f" (recording {recorder.episode_id})" if recorder else ""))
     watcher = _SimWatcher(sim_client, controller) if sim_client is not None else None
+    pump = _FramePump(cameras, recorder, config.rates.camera_hz) if recorder else None
+    summary: dict[str, Any] = {}
     try:
         summary = controller.run_episode(request.duration_s,
                                          status_cb=lambda s: say(status_line(s)))
     finally:
         if watcher is not None:
             watcher.close()
+        if pump is not None:
+            pump.close()
         controller_ref[0] = None
+        if recorder is not None and not summary:
+            recorder.finish("aborted")  # the episode broke off: keep what was committed
     outcome = watcher.outcome if watcher else None
     transitions = summary["transitions"]
     last_reason = transitions[-1][2] if transitions else ""
@@ -362,6 +435,18 @@ def _episode(request: RunRequest, config: RobotConfig, bus: Any, loaded: LoadedE
     summary.update(episode=index, instruction=instruction, outcome=outcome,
                    task_progress=watcher.progress if watcher else None,
                    interrupted="received" in last_reason)
+    if recorder is not None:
+        label = ("success" if outcome == "success" else
+                 "failure" if outcome.startswith("failure") or (
+                     outcome == "timeout" and sim_client is not None) else "aborted")
+        entry = recorder.finish(label)
+        stats = recorder.stats
+        summary["recording"] = {
+            "episode_id": entry.id, "label": label, "sha256": entry.sha256,
+            "steps_written": stats.written, "steps_dropped": stats.dropped,
+            "images_written": stats.images_written, "stopped": stats.stop_reason}
+        if stats.stop_reason:
+            say(f"recording stopped early: {stats.stop_reason}")
     say(f"episode {index + 1}: {outcome}; {summary['steps']} steps at "
         f"{summary['loop_rate_hz']:.1f} Hz, lateness p99 {summary['lateness_p99_ms']:.2f} ms, "
         f"{summary['chunks']} chunks")

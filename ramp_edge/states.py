@@ -11,6 +11,7 @@ import enum
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ramp_edge.errors import EdgeError
@@ -61,6 +62,9 @@ class ControllerStateMachine:
         self._lock = threading.Lock()
         self._clock = clock
         self.history: list[Transition] = []
+        # Called with each transition on the thread that made it: must be quick, never raise
+        # (the recorder's event queue, a status display).
+        self.listeners: list[Callable[[Transition], None]] = []
 
     @property
     def state(self) -> ControllerState:
@@ -89,7 +93,10 @@ class ControllerStateMachine:
 
     def _record(self, source: ControllerState, target: ControllerState, reason: str) -> None:
         self._state = target
-        self.history.append(Transition(self._clock(), source, target, reason))
+        transition = Transition(self._clock(), source, target, reason)
+        self.history.append(transition)
+        for listener in self.listeners:
+            listener(transition)
         level = logging.WARNING if target in LATCHED else logging.INFO
         log.log(level, "state %s -> %s: %s", source.name, target.name, reason)
 

@@ -208,3 +208,47 @@ def test_when_the_policy_stalls_expect_the_corrector_to_take_over_and_hand_back(
     assert episode["source_steps"].get("human", 0) > 0
     assert episode["source_steps"].get("policy", 0) > 0
     assert episode["final_state"] == "IDLE"
+
+
+def test_when_an_episode_is_recorded_expect_it_sealed_with_every_step(home):
+    from ramp_edge.episodes import EpisodeStore, verify
+
+    out = subprocess.run([str(EXE), "run", "--teleop", "corrector", "--duration", "12",
+                          "--json"], capture_output=True, text=True, timeout=240,
+                         env=_env(home), stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    episode = json.loads(out.stdout)["per_episode"][0]
+    rec = episode["recording"]
+    assert rec["steps_dropped"] == 0 and rec["steps_written"] == episode["steps"]
+    assert rec["images_written"] > 0
+    with EpisodeStore(home) as store:
+        entry = store.get(rec["episode_id"])
+        assert entry.status == "sealed" and entry.steps == episode["steps"]
+        assert verify(store.path_of(entry.id), entry.sha256).ok
+    import sqlite3
+
+    with sqlite3.connect(home / "episodes" / f"{entry.id}.sqlite") as conn:
+        kinds = {k for (k,) in conn.execute("select kind from events")}
+        sources = {s for (s,) in conn.execute("select distinct source from steps")}
+    if any(t[1] == "TAKEOVER" for t in episode["transitions"]):
+        assert {"takeover_start"} <= kinds and "human" in sources
+
+
+def test_when_the_controller_is_killed_mid_episode_expect_it_recovered_at_next_start(home):
+    proc = _start(home, "--duration", "60", "--json")
+    try:
+        _wait_running(home, proc)
+        time.sleep(1.0)
+        proc.kill()  # SIGKILL: no sealing, as a crash or power cut
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    out = subprocess.run([str(EXE), "run", "--duration", "1", "--json"], capture_output=True,
+                         text=True, timeout=240, env=_env(home), stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    assert "recovered 1 unfinished episode(s), sealed as aborted" in out.stderr
+    from ramp_edge.episodes import EpisodeStore
+
+    with EpisodeStore(home) as store:
+        aborted = store.list(status="aborted")
+        assert len(aborted) >= 1 and aborted[-1].steps > 50
