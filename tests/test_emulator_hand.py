@@ -32,3 +32,28 @@ def test_when_torque_is_off_expect_joints_moved_by_hand_and_reported(emulator_fa
                 client.request({"cmd": "move_by_hand", "position": "up"})
     finally:
         client.close()
+
+
+def test_when_the_process_that_started_the_emulator_is_killed_expect_no_emulator_left():
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    code = ("from firmware_bridge.emulator.process import EmulatorProcess; import time; "
+            "p = EmulatorProcess('pty://'); print(p.proc.pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.kill()  # a controller crash: nothing of ours runs its cleanup
+    parent.wait()
+    parent.stdout.close()
+    end = time.monotonic() + 10
+    alive = True
+    while alive and time.monotonic() < end:
+        status = Path(f"/proc/{child}/status")
+        alive = status.exists() and "State:\tZ" not in status.read_text()
+        time.sleep(0.1)
+    if alive:
+        os.kill(child, 9)
+    assert not alive, "the emulator outlived the process that started it"

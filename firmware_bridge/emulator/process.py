@@ -12,6 +12,19 @@ import time
 from firmware_bridge.errors import LinkError
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the process that started us dies, so a
+    controller killed with SIGKILL (a crash) leaves no emulator running on (Linux prctl;
+    elsewhere the emulator must be stopped by hand)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class EmulatorProcess:
     """Start ``python -m firmware_bridge.emulator serve --url URL [args]`` and learn the URL
     hosts should dial from its first line. A context manager; ``stop()`` is idempotent."""
@@ -23,7 +36,7 @@ class EmulatorProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            text=True, env=env,
+            text=True, env=env, preexec_fn=_die_with_parent,
         )
         self.host_url = self._read_line(start_timeout_s)
 
