@@ -30,6 +30,7 @@ import numpy as np
 from firmware_bridge.bus import MotorBus
 from firmware_bridge.errors import DeviceRejectedError, DeviceTimeoutError, LinkError
 from firmware_bridge.messages import Mode
+from ramp_edge.cameras.base import Camera
 from ramp_edge.chunks import ActionScheduler, Staleness
 from ramp_edge.config import RobotConfig
 from ramp_edge.errors import EdgeError
@@ -44,13 +45,6 @@ log = logging.getLogger("ramp_edge.controller")
 
 class ControllerError(EdgeError, RuntimeError):
     """The controller cannot start or had to stop (the message says why and what to do)."""
-
-
-class Camera(Protocol):
-    name: str
-
-    def latest(self) -> tuple[np.ndarray, float] | None:
-        """The newest frame (uint8 HxWx3) and its capture time (time.monotonic s), or None."""
 
 
 class PolicyEngine(Protocol):

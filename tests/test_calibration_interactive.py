@@ -34,16 +34,8 @@ CLOSED, OPEN = 0.035, 0.005  # a gripper mounted mirrored
 
 
 def calibrate_cmd(*args: str) -> list[str]:
-    """``ramp-edge calibrate ARGS``; until the root CLI mounts the sub-app, the sub-app alone."""
-    import cli
-
-    exe = Path(sys.executable).parent / "ramp-edge"
-    if exe.exists() and "calibrate" in {g.name for g in cli.app.registered_groups}:
-        return [str(exe), "calibrate", *args]
-    code = ("import sys; from firmware_bridge.cli import run_guarded; from ramp_edge.cli_calibrate"
-            " import calibrate_app; run_guarded(calibrate_app, 'ramp-edge calibrate', "
-            "sys.argv[1:])")
-    return [sys.executable, "-c", code, *args]
+    """``ramp-edge calibrate ARGS`` through the installed console script, as a technician."""
+    return [str(Path(sys.executable).parent / "ramp-edge"), "calibrate", *args]
 
 
 @pytest.fixture

@@ -198,16 +198,8 @@ def test_when_engines_checked_expect_available_ones_and_why_tensorrt_is_missing(
 
 
 def doctor_cmd(*args: str) -> list[str]:
-    """``ramp-edge doctor ARGS``; until the root CLI mounts it, the command alone."""
-    import cli
-
-    exe = Path(sys.executable).parent / "ramp-edge"
-    if exe.exists() and "doctor" in {c.name for c in cli.app.registered_commands}:
-        return [str(exe), "doctor", *args]
-    code = ("import sys, typer; from firmware_bridge.cli import run_guarded; from "
-            "ramp_edge.cli_doctor import doctor; app = typer.Typer(); app.command()(doctor); "
-            "run_guarded(app, 'ramp-edge doctor', sys.argv[1:])")
-    return [sys.executable, "-c", code, *args]
+    """``ramp-edge doctor ARGS`` through the installed console script."""
+    return [str(Path(sys.executable).parent / "ramp-edge"), "doctor", *args]
 
 
 @pytest.mark.parametrize("broken", [False, True])
