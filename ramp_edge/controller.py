@@ -213,7 +213,11 @@ class Controller:
                 f"the motor controller reports joints {list(info.joint_names)}, the robot config "
                 f"{self.config.source} names {list(self.config.joint_names)}"
             )
-        state = self.bus.read_state() or self.bus.read_state()
+        state = None
+        for _ in range(20):  # cyclic reads are not retried by the bus; give it ~100 ms
+            state = self.bus.read_state()
+            if state is not None:
+                break
         if state is None:
             raise ControllerError(f"no state from the motor controller at {self.bus.url}")
         if state.mode in (Mode.FAULT, Mode.ESTOP):
