@@ -377,11 +377,13 @@ def _episode(request: RunRequest, config: RobotConfig, bus: Any, loaded: LoadedE
              observation_cls: type, check_calibration: Callable[[], Any],
              store: EpisodeStore | None, calibration_file: Path) -> dict[str, Any]:
     instruction = request.instruction
+    task_name = request.task or ""
     if sim_client is not None:
         check_calibration()  # torque goes on next: the same check as before arming
         bus.set_mode(Mode.HOLD)  # hold the arm; the scene is reset under it
         info = sim_client.reset(request.seed + index)
         instruction = instruction or info.get("instruction")
+        task_name = info.get("task") or task_name or DEFAULT_TASK
         if teleop is not None:  # after the scene: a scripted person checks it sees the same one
             teleop.reset_episode(seed=request.seed + index, task=info.get("task"))
     instruction = instruction or "do the task"
@@ -399,7 +401,8 @@ def _episode(request: RunRequest, config: RobotConfig, bus: Any, loaded: LoadedE
         recorder = store.start_episode(EpisodeMeta(
             instruction=instruction, operator=request.operator, robot_id=config.robot_id,
             calibration_hash=load_calibration(calibration_file, config.robot_id).sha256,
-            bundle_hash=bundle.sha256), joint_count=len(config.joints))
+            bundle_hash=bundle.sha256, task=task_name,
+            joint_names=tuple(j.name for j in config.joints)), joint_count=len(config.joints))
     controller = Controller(config, bus, loaded.engine, make_observation,
                             cameras={n: cameras[n] for n in bundle.camera_names},
                             notifier=notifier, mode=request.mode, engine_name=loaded.name,

@@ -10,6 +10,7 @@ Wiring: ``store = EpisodeStore(home); store.recover(); rec = store.start_episode
 from ramp_edge.episodes.budget import DiskBudget
 from ramp_edge.episodes.errors import BudgetExceededError, EpisodeDamagedError, EpisodeStoreError
 from ramp_edge.episodes.index import EpisodeIndex, IndexEntry
+from ramp_edge.episodes.reader import EpisodeReader, StepArrays, open_episode
 from ramp_edge.episodes.recorder import Recorder, RecorderConfig, RecorderStats
 from ramp_edge.episodes.seal import SalvageReport, VerifyReport, salvage, seal_file, verify
 from ramp_edge.episodes.store import EpisodeStore
@@ -17,7 +18,7 @@ from ramp_edge.episodes.writer import EpisodeMeta, EpisodeWriter
 
 __all__ = [
     "BudgetExceededError", "DiskBudget", "EpisodeDamagedError", "EpisodeIndex", "EpisodeMeta",
-    "EpisodeStore", "EpisodeStoreError", "EpisodeWriter", "IndexEntry", "Recorder",
-    "RecorderConfig", "RecorderStats", "SalvageReport", "VerifyReport", "salvage", "seal_file",
-    "verify",
+    "EpisodeReader", "EpisodeStore", "EpisodeStoreError", "EpisodeWriter", "IndexEntry",
+    "Recorder", "RecorderConfig", "RecorderStats", "SalvageReport", "StepArrays", "VerifyReport",
+    "open_episode", "salvage", "seal_file", "verify",
 ]

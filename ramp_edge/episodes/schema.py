@@ -30,6 +30,7 @@ TAKEOVER_EVENTS = ("takeover_start", "takeover_end")
 META_KEYS = (
     "episode_id", "instruction", "operator", "robot_id", "calibration_hash", "bundle_hash",
     "software_version", "outcome", "started_at", "ended_at", "t0_monotonic_s", "joint_count",
+    "task", "joint_names",
 )
 
 EPISODE_DDL = """

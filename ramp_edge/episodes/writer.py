@@ -32,6 +32,8 @@ class EpisodeMeta:
     calibration_hash: str = ""
     bundle_hash: str = ""
     software_version: str = field(default_factory=_software_version)
+    task: str = ""  # the task's short name (e.g. "pack_box"); instructions vary within a task
+    joint_names: tuple[str, ...] = ()  # the robot's joint order (stored as a JSON list)
 
 
 class EpisodeWriter:
@@ -70,6 +72,7 @@ class EpisodeWriter:
             meta_rows = {**asdict(meta), "episode_id": episode_id, "started_at": time.time(),
                          "t0_monotonic_s": t0, "outcome": None,
                          "joint_count": joint_count}
+            meta_rows["joint_names"] = json.dumps(list(meta.joint_names))
             c.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                           [(k, None if v is None else str(v)) for k, v in meta_rows.items()])
             c.execute("COMMIT")
