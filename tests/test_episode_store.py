@@ -30,6 +30,7 @@ from ramp_edge.episodes import (
     salvage,
     verify,
 )
+from ramp_edge.episodes.row_check import row_crc
 from ramp_edge.episodes.seal import STEP_COLS, sha256_file
 
 JOINTS = 7
@@ -238,6 +239,9 @@ def _check_salvage(damaged: Path, out: Path, original: dict[int, tuple]) -> int:
             if None in (row[1], row[2], row[6], row[7], row[10], row[11], row[12]):
                 assert i not in kept  # garbage that breaks NOT NULL is not copied
                 continue
+            if row_crc(row[:12]) != row[13]:
+                assert i not in kept  # read, but garbled: its checksum says so
+                continue
             readable += 1
             assert kept.get(i) == row, f"readable step {i} not kept as read"
     conn.close()
@@ -297,10 +301,9 @@ def test_when_a_recording_file_is_damaged_before_recovery_expect_salvaged_and_se
     garbled = [i for i, row in steps.items()
                if not np.array_equal(np.frombuffer(row[6], "<f4"), fed[i - 1].command)]
     store.close()
-    if garbled:
-        # Every other check above holds; this one documents a known defect, open in issue 5.
-        pytest.xfail(f"known defect: salvage kept {len(garbled)} step row(s) whose command "
-                     "reads back wrong (zero-filled); rows need a per-row checksum")
+    # A row SQLite reads back garbled (a truncated page read as zeros) fails its checksum and
+    # is dropped, never kept as if it were data.
+    assert garbled == []
 
 
 def test_when_the_index_lists_a_missing_file_or_a_file_is_unlisted_expect_recovery_to_fix_both(

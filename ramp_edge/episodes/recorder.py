@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ramp_edge.episodes.errors import EpisodeStoreError
+from ramp_edge.episodes.row_check import row_crc
 from ramp_edge.episodes.writer import EpisodeWriter
 
 if TYPE_CHECKING:
@@ -249,7 +250,8 @@ class Recorder:
                             cam, err)
                 continue
             h, w = img.shape[:2]
-            image_rows.append((cam, t_cap, step_id, "jpeg", w, h, data))
+            row = (cam, float(t_cap), step_id, "jpeg", int(w), int(h), data)
+            image_rows.append((*row, row_crc(row)))
         # Steps and events in queue order (an event's transition window must see the steps
         # before it): runs of step rows separated by events.
         ops: list[tuple] = []
@@ -262,13 +264,15 @@ class Recorder:
             if item[0] == "s":
                 _, seq, r = item
                 st = r.state
-                step_rows.append((
-                    seq, r.t_s, r.t_sent_s, None if st is None else st.t_s,
+                row = (
+                    seq, float(r.t_s), float(r.t_sent_s),
+                    None if st is None else float(st.t_s),
                     None if st is None else _f32(st.position),
                     None if st is None else _f32(st.velocity),
-                    _f32(r.command), r.source, r.chunk_id, r.value, adv,
-                    int(r.interventions), 0,
-                ))
+                    _f32(r.command), r.source, r.chunk_id,
+                    None if r.value is None else float(r.value), adv, int(r.interventions),
+                )
+                step_rows.append((*row, 0, row_crc(row)))
                 last_seq = seq
             else:
                 if step_rows:
@@ -333,7 +337,7 @@ class Recorder:
         n_steps = n_events = 0
         for op in ops:
             if op[0] == "s":
-                rows = [(*r[:12], int(is_tr(r[1]))) for r in op[1]]
+                rows = [(*r[:12], int(is_tr(r[1])), r[13]) for r in op[1]]
                 w.add_steps(rows)
                 n_steps += len(rows)
             else:

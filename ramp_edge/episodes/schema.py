@@ -10,8 +10,10 @@ Episode file (one per episode):
   left. ``position``/``velocity``/``command`` are little-endian float32 blobs in the robot's
   joint order (rad, rad/s, rad); NULL position/velocity means the device did not answer.
   ``interventions`` holds ``safety.Intervention`` flags; ``transition=1`` marks steps near a
-  takeover boundary that training should drop.
-- ``images``: JPEG frames with camera name, capture time and the newest step id at arrival.
+  takeover boundary that training should drop; ``crc`` is the row's CRC-32
+  (:mod:`ramp_edge.episodes.row_check`), so salvage and verify can spot a garbled row.
+- ``images``: JPEG frames with camera name, capture time and the newest step id at arrival
+  (and a ``crc`` like steps).
 - ``events``: takeover start/end, faults, e-stop, bundle swaps, budget stop.
 """
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 
-EPISODE_SCHEMA_VERSION = 1
+EPISODE_SCHEMA_VERSION = 2  # 2: per-row crc (row_check.py)
 INDEX_SCHEMA_VERSION = 1
 
 CONTROL_SOURCES = ("policy", "human", "hold", "ramp", "stop")
@@ -51,7 +53,8 @@ CREATE TABLE IF NOT EXISTS steps (
     value REAL,
     advantage INTEGER NOT NULL DEFAULT 1,
     interventions INTEGER NOT NULL DEFAULT 0,
-    transition INTEGER NOT NULL DEFAULT 0
+    transition INTEGER NOT NULL DEFAULT 0,
+    crc INTEGER
 );
 CREATE TABLE IF NOT EXISTS images (
     id INTEGER PRIMARY KEY,
@@ -61,7 +64,8 @@ CREATE TABLE IF NOT EXISTS images (
     format TEXT NOT NULL,
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    crc INTEGER
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ramp_edge.episodes.row_check import IMAGE_CRC_COLS, STEP_CRC_COLS, row_crc
 from ramp_edge.episodes.schema import OUTCOMES, TAKEOVER_EVENTS, create_episode_schema
 
 
@@ -58,6 +59,7 @@ class SalvageReport:
     images: int = 0
     events: int = 0
     unreadable: int = 0  # ids (or ranges) SQLite could not read
+    garbled: int = 0  # rows SQLite read whose checksum does not match: dropped
     errors: list[str] = field(default_factory=list)
 
 
@@ -169,6 +171,11 @@ def verify(path: str | Path, expected_sha256: str | None = None) -> VerifyReport
             rows = conn.execute("PRAGMA integrity_check").fetchall()
             rep.integrity = [str(r[0]) for r in rows]
             rep.steps = int(conn.execute("SELECT count(*) FROM steps").fetchone()[0])
+            if rep.integrity == ["ok"]:
+                for table, cols in (("steps", STEP_CRC_COLS), ("images", IMAGE_CRC_COLS)):
+                    bad = _bad_crc_rows(conn, table, cols)
+                    if bad:
+                        rep.errors.append(f"{bad} {table} row(s) fail their checksum")
         finally:
             conn.close()
     except sqlite3.Error as err:
@@ -183,11 +190,45 @@ def verify(path: str | Path, expected_sha256: str | None = None) -> VerifyReport
 _PROBE_PAST_END = 4096
 
 
+def _has_crc(conn: sqlite3.Connection, table: str) -> bool:
+    """Whether ``table`` has the per-row ``crc`` column (schema 2 on)."""
+    try:
+        conn.execute(f"SELECT crc FROM {table} LIMIT 0")
+    except sqlite3.OperationalError as err:
+        if "no such column" in str(err):
+            return False
+        raise
+    return True
+
+
+def _bad_crc_rows(conn: sqlite3.Connection, table: str, cols: tuple[str, ...]) -> int:
+    if not _has_crc(conn, table):
+        return 0
+    bad = 0
+    for row in conn.execute(f"SELECT {', '.join(cols)}, crc FROM {table}"):
+        if row[-1] is not None and row_crc(row[:-1]) != row[-1]:
+            bad += 1
+    return bad
+
+
 def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, cols: str,
-                hint_max: int | None, rep: SalvageReport) -> int:
+                hint_max: int | None, rep: SalvageReport,
+                crc_cols: tuple[str, ...] | None = None) -> int:
     """Copy rows of ``table`` that SQLite can read, probing id by id: a damaged page then
     loses only its own rows when the tree above it is intact (a full scan would stop at the
-    first bad page, or silently skip a subtree). Returns the number of rows copied."""
+    first bad page, or silently skip a subtree). With ``crc_cols`` (the last of ``cols`` being
+    ``crc``), a row whose checksum does not match is dropped and counted as garbled. Returns
+    the number of rows copied."""
+    names = [c.strip() for c in cols.split(",")]
+    crc_idx = [names.index(c) for c in crc_cols] if crc_cols else None
+    if crc_idx is not None:
+        try:
+            has = _has_crc(src, table)
+        except sqlite3.Error:
+            has = True  # cannot tell: assume the current schema
+        if not has:  # an older file: copy without checksums
+            names, crc_idx = names[:-1], None
+            cols = ", ".join(names)
     marks = ", ".join("?" for _ in cols.split(","))
     ins = f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})"
     hi = hint_max or 0
@@ -209,13 +250,17 @@ def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, co
             continue
         rep.unreadable += pending_errors  # errors between readable rows: rows lost to damage
         misses = pending_errors = 0
+        if (crc_idx is not None and row[-1] is not None
+                and row_crc([row[k] for k in crc_idx]) != row[-1]):
+            rep.garbled += 1
+            continue
         n += dst.execute(ins, row).rowcount  # 0: garbage that breaks a NOT NULL, skipped
     return n
 
 
 STEP_COLS = ("id, t_s, t_sent_s, state_t_s, position, velocity, command, source, chunk_id, "
-             "value, advantage, interventions, transition")
-IMAGE_COLS = "id, camera, t_capture_s, step_id, format, width, height, data"
+             "value, advantage, interventions, transition, crc")
+IMAGE_COLS = "id, camera, t_capture_s, step_id, format, width, height, data, crc"
 EVENT_COLS = "id, t_s, step_id, kind, detail"
 
 
@@ -244,8 +289,9 @@ def salvage(src_path: str | Path, dst_path: str | Path, *,
                                 src.execute("SELECT key, value FROM meta").fetchall())
             except sqlite3.Error as err:
                 rep.errors.append(f"meta: {err}")
-            rep.steps = _copy_table(src, dst, "steps", STEP_COLS, step_hint, rep)
-            rep.images = _copy_table(src, dst, "images", IMAGE_COLS, None, rep)
+            rep.steps = _copy_table(src, dst, "steps", STEP_COLS, step_hint, rep,
+                                    STEP_CRC_COLS)
+            rep.images = _copy_table(src, dst, "images", IMAGE_COLS, None, rep, IMAGE_CRC_COLS)
             rep.events = _copy_table(src, dst, "events", EVENT_COLS, None, rep)
         finally:
             src.close()

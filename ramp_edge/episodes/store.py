@@ -152,7 +152,8 @@ class EpisodeStore:
         else:
             rep = self._salvage_in_place(path, e)
             note = (f"damaged file salvaged ({rep.steps} steps, {rep.unreadable} unreadable "
-                    f"rows); original kept as {path.name}.damaged")
+                    f"rows, {rep.garbled} garbled rows dropped); original kept as "
+                    f"{path.name}.damaged")
         try:
             res = seal_file(path, outcome, transition_window_s=self.config.transition_window_s)
         except Exception as err:  # sqlite3.Error, OSError: report, keep going with the others

@@ -116,19 +116,19 @@ class EpisodeWriter:
 
     def add_steps(self, rows: list[tuple]) -> None:
         """Rows: (id, t_s, t_sent_s, state_t_s, position, velocity, command, source, chunk_id,
-        value, advantage, interventions, transition)."""
+        value, advantage, interventions, transition, crc)."""
         self.begin()
         self._conn.executemany(
             "INSERT INTO steps (id, t_s, t_sent_s, state_t_s, position, velocity, command, "
-            "source, chunk_id, value, advantage, interventions, transition) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            "source, chunk_id, value, advantage, interventions, transition, crc) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def add_images(self, rows: list[tuple]) -> None:
-        """Rows: (camera, t_capture_s, step_id, format, width, height, data)."""
+        """Rows: (camera, t_capture_s, step_id, format, width, height, data, crc)."""
         self.begin()
         self._conn.executemany(
-            "INSERT INTO images (camera, t_capture_s, step_id, format, width, height, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            "INSERT INTO images (camera, t_capture_s, step_id, format, width, height, data, crc) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def add_event(self, t_s: float, step_id: int | None, kind: str,
                   detail: str | dict | None = None) -> None:
