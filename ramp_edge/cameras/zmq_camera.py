@@ -14,7 +14,8 @@ from ramp_edge.cameras.base import Camera, CameraError
 
 
 class ZmqCamera(Camera):
-    def __init__(self, name: str, url: str) -> None:
+    def __init__(self, name: str, url: str, *, size: tuple[int, int] | None = None) -> None:
+        # ``size``: the publisher renders at the configured size already; nothing to do.
         super().__init__(name, url)
         parts = urlsplit(url)
         self.source_name = parts.fragment or name
