@@ -15,10 +15,13 @@ import typer
 
 from firmware_bridge.cli import bridge_app, emulator_app, run_guarded
 from firmware_bridge.sim.cli import sim_app
+from models.cli_train import train_app
+from models.engines_cli import engine_app
 from ramp_edge import __version__
 from ramp_edge.cli_calibrate import calibrate_app
 from ramp_edge.cli_config import config_app
 from ramp_edge.cli_doctor import doctor
+from ramp_edge.cli_episodes import episodes_app
 from ramp_edge.cli_model import model_app
 from ramp_edge.cli_run import estop, run, status
 from ramp_edge.cli_systemd import systemd_app
@@ -35,7 +38,10 @@ app.add_typer(config_app, name="config")
 app.add_typer(systemd_app, name="systemd")
 app.add_typer(sim_app, name="sim")
 app.add_typer(model_app, name="model")
+app.add_typer(engine_app, name="engine")
 app.add_typer(calibrate_app, name="calibrate")
+app.add_typer(episodes_app, name="episodes")
+app.add_typer(train_app, name="train")
 app.command("doctor")(doctor)
 app.command("run")(run)
 app.command("estop")(estop)

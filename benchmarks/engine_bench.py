@@ -23,6 +23,7 @@ import json
 import platform
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -30,22 +31,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from models.engine_timing import BACKEND_ORDER, interleaved_latency, open_runnable  # noqa: E402
 from models.export import JointStats, synthetic_observations  # noqa: E402
 from models.language import Tokenizer  # noqa: E402
 from models.reference import build_reference_bundle  # noqa: E402
 from ramp_edge.bundle import load_bundle  # noqa: E402
-from ramp_edge.engines import PREFERENCE, EngineOptions, backend_status, open_engine  # noqa: E402
+from ramp_edge.engines import PREFERENCE, EngineOptions  # noqa: E402
 
 JOINTS = ("shoulder_pan", "shoulder_lift", "elbow", "wrist_flex", "wrist_roll", "wrist_pitch",
           "gripper")
 LIMITS = [(-2.8, 2.8)] * 6 + [(0.0, 0.04)]
-ORDER = ("torch-eager", "torch-export", "onnx-fp32", "onnx-int8", "tensorrt-fp16",
-         "tensorrt-int8")
 MODES = ("standard", "efficient")
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
 
 
 def main() -> int:
@@ -73,17 +69,9 @@ def main() -> int:
     m = bundle.manifest
     span = (m.joint_max - m.joint_min) if m.joint_min is not None else 4 * norm.action_std
 
-    engines = {}
-    skipped = {}
-    for backend in ORDER:
-        if backend not in bundle.backends:
-            skipped[backend] = "not in the bundle"
-            continue
-        reason = backend_status(backend)
-        if reason is not None:
-            skipped[backend] = reason
-            continue
-        engines[backend] = open_engine(bundle, backend, options)  # verifies the probe
+    stack = ExitStack()
+    # Every backend the bundle ships and this machine runs, probe-verified on opening.
+    engines, skipped = open_runnable(bundle, stack, options, BACKEND_ORDER)
     for backend, reason in skipped.items():
         print(f"skipped {backend}: {reason}", file=sys.stderr)
 
@@ -94,49 +82,37 @@ def main() -> int:
     inputs = synthetic_observations(8, seed=4321, **obs_kwargs)
     held_out = synthetic_observations(args.eval, seed=9876, **obs_kwargs)
 
-    # Accuracy against torch eager fp32.
-    accuracy = {}
-    ref = engines["torch-eager"]
-    expected = [(o, mode, ref.predict(o, mode)) for o in held_out for mode in MODES]
-    for backend, eng in engines.items():
-        err, cos_min = 0.0, 1.0
-        for o, mode, want in expected:
-            got = eng.predict(o, mode)
-            err = max(err, float(np.max(np.abs(got.actions - want.actions) / span)))
-            a = (got.actions - norm.action_mean) / norm.action_std
-            b = (want.actions - norm.action_mean) / norm.action_std
-            cos_min = min(cos_min, float(np.sum(a * b) / np.linalg.norm(a) / np.linalg.norm(b)))
-        accuracy[backend] = {"max_err_pct_range": 100 * err, "cosine_min": cos_min}
+    with stack:  # the engines close when measured, or on an error
+        # Accuracy against torch eager fp32.
+        accuracy = {}
+        ref = engines["torch-eager"]
+        expected = [(o, mode, ref.predict(o, mode)) for o in held_out for mode in MODES]
+        for backend, eng in engines.items():
+            err, cos_min = 0.0, 1.0
+            for o, mode, want in expected:
+                got = eng.predict(o, mode)
+                err = max(err, float(np.max(np.abs(got.actions - want.actions) / span)))
+                a = (got.actions - norm.action_mean) / norm.action_std
+                b = (want.actions - norm.action_mean) / norm.action_std
+                cos_min = min(cos_min, float(np.sum(a * b) / np.linalg.norm(a) / np.linalg.norm(b)))
+            accuracy[backend] = {"max_err_pct_range": 100 * err, "cosine_min": cos_min}
 
-    # Latency, interleaved.
-    wall = {(b, mode): [] for b in engines for mode in MODES}
-    cpu = {(b, mode): [] for b in engines for mode in MODES}
-    for i in range(args.warmup + args.runs):
-        obs = inputs[i % len(inputs)]
-        for mode in MODES:
-            for backend, eng in engines.items():
-                c0 = time.thread_time()
-                pred = eng.predict(obs, mode)
-                c1 = time.thread_time()
-                if i >= args.warmup:
-                    wall[backend, mode].append(pred.latency_ms)
-                    cpu[backend, mode].append((c1 - c0) * 1000)
-    for eng in engines.values():
-        eng.close()
+        # Latency, interleaved call by call (models.engine_timing).
+        stats = interleaved_latency(engines, inputs, runs=args.runs, warmup=args.warmup,
+                                    modes=MODES)
 
     rows = []
-    base = {mode: percentile(wall["torch-eager", mode], 50) for mode in MODES}
-    base_cpu = {mode: percentile(cpu["torch-eager", mode], 50) for mode in MODES}
+    summary = {key: st.summary() for key, st in stats.items()}
+    base = {mode: summary["torch-eager", mode] for mode in MODES}
     for backend in engines:
         row = {"backend": backend, "precision": bundle.backend(backend).precision,
                **accuracy[backend]}
         for mode in MODES:
-            w, c = wall[backend, mode], cpu[backend, mode]
+            s = summary[backend, mode]
             row[mode] = {
-                "p50_ms": percentile(w, 50), "p99_ms": percentile(w, 99),
-                "cpu_p50_ms": percentile(c, 50),
-                "speedup_vs_torch_eager": base[mode] / percentile(w, 50),
-                "cpu_speedup_vs_torch_eager": base_cpu[mode] / percentile(c, 50),
+                **s,
+                "speedup_vs_torch_eager": base[mode]["p50_ms"] / s["p50_ms"],
+                "cpu_speedup_vs_torch_eager": base[mode]["cpu_p50_ms"] / s["cpu_p50_ms"],
             }
         rows.append(row)
     result = {

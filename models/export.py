@@ -450,6 +450,7 @@ def export_bundle(
     backends: Sequence[str] | None = None,
     calibration: Sequence[Any] | None = None,
     n_calibration: int = 32,
+    evaluation: Sequence[Any] | None = None,
     n_eval: int = 16,
     action_rate_hz: float = 50.0,
     seed: int = 0,
@@ -463,8 +464,9 @@ def export_bundle(
     ``backends``: which to build (default: every one in :data:`ALL_BACKENDS` this machine can
     build; the others are recorded as skipped with the reason). ``calibration``: observations
     for INT8 calibration (logged ones, ideally); default ``n_calibration`` synthetic ones from
-    ``seed``. Accuracy is measured on ``n_eval`` other synthetic observations. The INT8 graphs
-    must reach ``int8_min_cosine`` and, where joint limits are known, a largest action error
+    ``seed``. Accuracy is measured on ``evaluation`` (observations calibration did not see;
+    logged ones where calibration is logged) or else ``n_eval`` other synthetic ones. The INT8
+    graphs must reach ``int8_min_cosine`` and, where joint limits are known, a largest action error
     below ``int8_max_err_frac_range`` of the joint's range; otherwise ``int8_failure`` says
     whether to raise ExportError or leave ``onnx-int8`` out (recorded in the manifest).
 
@@ -482,6 +484,7 @@ def export_bundle(
             backends=backends,
             calibration=calibration,
             n_calibration=n_calibration,
+            evaluation=evaluation,
             n_eval=n_eval,
             action_rate_hz=action_rate_hz,
             seed=seed,
@@ -504,6 +507,7 @@ def _export_bundle(
     backends: Sequence[str] | None,
     calibration: Sequence[Any] | None,
     n_calibration: int,
+    evaluation: Sequence[Any] | None,
     n_eval: int,
     action_rate_hz: float,
     seed: int,
@@ -549,7 +553,8 @@ def _export_bundle(
     if calibration is None:
         calibration = synthetic_observations(n_calibration, seed=seed + 1, **obs_kwargs)
         calibration_note = f"synthetic probe-like observations, seed {seed + 1}"
-    evaluation = synthetic_observations(n_eval, seed=seed + 2, **obs_kwargs)
+    if evaluation is None:
+        evaluation = synthetic_observations(n_eval, seed=seed + 2, **obs_kwargs)
     probe = synthetic_observations(1, seed=seed + 3, instructions=(PROBE_INSTRUCTION,),
                                    **obs_kwargs)[0]
     # The probe holds the arm at mid-range, at rest: a pose every robot of this kind can take.
