@@ -166,6 +166,13 @@ def serve(
     sim_url: Annotated[str | None, typer.Option(
         help="Answer simulation requests here: move joints by hand (torque off), state; with "
              "the MuJoCo plant also reset and task status.")] = None,
+    protocol: Annotated[str, typer.Option(
+        help="ramp (this project's protocol) or dynamixel (one emulated X-series servo per id, "
+             "answering DYNAMIXEL Protocol 2.0 on a pty; prints a dynamixel:// URL).")] = "ramp",
+    ids: Annotated[str | None, typer.Option(
+        help="--protocol dynamixel: servo ids, e.g. 1,2,3 or 1-7 (default 1..--joints).")] = None,
+    model: Annotated[str, typer.Option(
+        help="--protocol dynamixel: servo family (xl330, xm430, ...).")] = "xl330",
 ) -> None:
     """Run the emulated motor controller until SIGTERM or Ctrl-C.
 
@@ -177,6 +184,16 @@ def serve(
     from firmware_bridge.emulator.service import SimOptions
     from firmware_bridge.emulator.service import serve as run_service
 
+    if protocol == "dynamixel":
+        if plant != "motor" or camera_url or sim_url:
+            raise typer.BadParameter("--protocol dynamixel emulates servos over the motor plant "
+                                     "only (no --plant mujoco, --camera-url or --sim-url)")
+        _serve_dynamixel(url, ids or f"1-{joints}", model, servo_rate_hz, stall_ms, unplug_ms,
+                         FailureKnobs(drop_replies=drop_replies, corrupt_replies=corrupt_replies,
+                                      seed=fault_seed))
+        return
+    if protocol != "ramp":
+        raise typer.BadParameter("protocol must be 'ramp' or 'dynamixel'")
     if plant not in ("motor", "mujoco"):
         raise typer.BadParameter("plant must be 'motor' or 'mujoco'")
     if plant == "motor" and (task or camera_url):
@@ -204,3 +221,18 @@ def serve(
         if render_ms:
             _say(f"cameras: {len(render_ms)} renders, "
                  f"{sum(render_ms) / len(render_ms):.2f} ms per render (all cameras)")
+
+
+def _serve_dynamixel(url: str, ids: str, model: str, servo_rate_hz: int, stall_ms: int,
+                     unplug_ms: int, knobs: object) -> None:
+    from firmware_bridge.dynamixel.emulator import parse_ids, serve_dynamixel
+
+    try:
+        servo_ids = parse_ids(ids)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    server = serve_dynamixel(url, servo_ids, model, knobs, servo_rate_hz,  # type: ignore[arg-type]
+                             stall_s=stall_ms / 1000, unplug_s=unplug_ms / 1000)
+    c, s = server.chain.counters, server.stats
+    _say(f"emulator stopped: {s.ticks} servo ticks, {s.skipped_ticks} skipped, max tick lateness "
+         f"{s.max_tick_late_ms:.2f} ms, {c.packets_in} packets in, {server.crc_failures} bad CRC")

@@ -115,6 +115,23 @@ class CameraConfig:
 
 
 @dataclass(frozen=True)
+class TeleopConfig:
+    """``[teleop]``: the takeover device's URL (empty: none unless the run names one; schemes
+    in :mod:`ramp_edge.teleop`, e.g. ``leader+serial:///dev/ttyACM1?auto=0.15``), how long a
+    handover blends between policy and person, both ways (s), and how old a device's sample
+    may be before the controller treats it as disengaged (ms)."""
+
+    url: str = ""
+    handover_s: float = 0.5
+    max_sample_age_ms: float = 200.0
+
+    def validate(self) -> None:
+        _positive(self, "max_sample_age_ms")
+        if not self.handover_s >= 0:
+            raise ValueError("handover_s must be >= 0")
+
+
+@dataclass(frozen=True)
 class RobotConfig:
     robot_id: str
     bus: BusConfig
@@ -122,6 +139,7 @@ class RobotConfig:
     rates: RatesConfig = field(default_factory=RatesConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     cameras: tuple[CameraConfig, ...] = ()
+    teleop: TeleopConfig = field(default_factory=TeleopConfig)
     source: str = "<built-in>"
 
     def validate(self) -> None:

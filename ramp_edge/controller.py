@@ -114,10 +114,14 @@ class Controller:
         teleop: Any = None,
         policy: bool = True,
         before_torque: Callable[[], Any] | None = None,
-        handover_s: float = 0.5,
-        teleop_max_age_s: float = 0.2,
+        handover_s: float | None = None,
+        teleop_max_age_s: float | None = None,
+        on_event: Callable[[str, dict[str, Any], float], None] | None = None,
     ) -> None:
         self.config = config
+        # on_event(kind, detail, t_s): events worth recording that are not state transitions
+        # (a bundle swap taking effect); called from the inference thread, must not block.
+        self.on_event = on_event
         self.bus = bus
         self.engine = engine
         self.make_observation = make_observation
@@ -132,8 +136,14 @@ class Controller:
         # another robot, or not what the motor controller holds); returns the calibration.
         self.before_torque = before_torque
         self.calibration_sha256: str | None = None
-        self.handover_s = handover_s
-        self.teleop_max_age_s = teleop_max_age_s
+        # Both default to the robot config's [teleop] section.
+        self.handover_s = config.teleop.handover_s if handover_s is None else handover_s
+        self.teleop_max_age_s = (config.teleop.max_sample_age_ms / 1000
+                                 if teleop_max_age_s is None else teleop_max_age_s)
+        # A person's device (ramp_edge.teleop.human) is fed the follower's measured pose each
+        # step and may ask for an e-stop; other devices have neither.
+        self._feed_follower = getattr(teleop, "set_follower", None)
+        self._teleop_estop = getattr(teleop, "take_estop_request", None)
         self._source = "hold"
         self._blend_from: np.ndarray | None = None
         self._blend_t0 = 0.0
@@ -237,6 +247,8 @@ class Controller:
         self.safety.reset(position)
         self._latest = StateSnapshot(time.monotonic(), position,
                                      state.velocity.astype(np.float64))
+        if self._feed_follower is not None:
+            self._feed_follower(position)
         self.bus.set_mode(Mode.HOLD)  # torque on where the arm is; setpoints from run_episode
         self.states.to(S.ARMED, "torque on at the measured pose")
 
@@ -322,6 +334,8 @@ class Controller:
                 snapshot = StateSnapshot(last_state_at, reply.position.astype(np.float64),
                                          reply.velocity.astype(np.float64))
                 self._latest = snapshot
+                if self._feed_follower is not None:
+                    self._feed_follower(snapshot.position)
                 if reply.mode in (Mode.FAULT, Mode.ESTOP) and not self.states.latched:
                     if reply.mode is Mode.ESTOP:
                         self.states.to(S.ESTOP, "the motor controller reports an e-stop")
@@ -416,6 +430,10 @@ class Controller:
         return desired
 
     def _handle_requests(self, t: float, end: float) -> None:
+        if self._teleop_estop is not None:
+            teleop_estop = self._teleop_estop()
+            if teleop_estop:
+                self.request_estop(teleop_estop)
         if self._estop_reason is not None and self.states.state is not S.ESTOP:
             reason, self._estop_reason = self._estop_reason, None
             self.states.to(S.ESTOP, reason)
@@ -458,8 +476,16 @@ class Controller:
         while not self._infer_stop.is_set():
             if self._next_engine is not None:  # between chunks: nothing of the old one in flight
                 (self.engine, self.engine_name), self._next_engine = self._next_engine, None
-                self.swaps.append({"t_s": time.monotonic(), "after_chunk": self._chunk_seq,
-                                   "bundle": self.engine_name})
+                swap = {"t_s": time.monotonic(), "after_chunk": self._chunk_seq,
+                        "bundle": self.engine_name}
+                self.swaps.append(swap)
+                if self.on_event is not None:
+                    try:
+                        self.on_event("bundle_swap", {"bundle": self.engine_name,
+                                                      "after_chunk": self._chunk_seq},
+                                      swap["t_s"])
+                    except Exception:  # a listener's bug must not stop inference
+                        log.exception("on_event listener failed")
                 log.info("now running %s from chunk %d on", self.engine_name,
                          self._chunk_seq + 1)
             now = time.monotonic()
