@@ -50,6 +50,12 @@ def open_bundle_engine(path: Path, config: RobotConfig, backend: str | None,
     if missing:
         raise BundleMismatchError(f"bundle {bundle.name} needs cameras {missing} that the robot "
                                   f"config {config.source} does not have")
+    h, w = bundle.manifest.image_shape[:2]
+    wrong = [f"{c.name} {c.width}x{c.height}" for c in config.cameras
+             if c.name in bundle.camera_names and (c.width, c.height) != (w, h)]
+    if wrong:
+        raise BundleMismatchError(f"bundle {bundle.name} takes {w}x{h} images, the robot config "
+                                  f"{config.source} gives {', '.join(wrong)}")
     engine, message = select_engine(bundle, backend, EngineOptions(threads=threads))
     return LoadedEngine(engine, bundle, message)
 
