@@ -1,0 +1,550 @@
+"""The RAMP loop closed in simulation, through the real command line end to end.
+
+    .venv/bin/python benchmarks/ramp_loop.py --work DIR [--preset mini|small|full] [--task T]
+    .venv/bin/python benchmarks/ramp_loop.py --work DIR --report-only   # report what finished
+
+Every step is a ``ramp-edge`` command, as an engineer would type it:
+
+1. Demonstrations: ``ramp-edge run --no-policy --teleop expert`` records episodes of the
+   scripted expert through the controller into the robot's home.
+2. ``ramp-edge sync push`` sends the sealed episodes over CURVE to a ``ramp-edge sync serve``
+   training host on loopback; training reads the host's copies.
+3. Training per method: RAMP (``train wm`` + ``train policy``, later ``train continual``), and
+   the baselines in the same code: BC (``train bc`` on the human-controlled steps: the
+   demonstrations plus every takeover, as HG-DAgger does) and RECAP (``train recap``: value
+   model + advantage indicator, no world-model tokens), each on the same episodes.
+4. ``ramp-edge engine build`` rebuilds each bundle's engines with INT8 calibrated on logged
+   episodes; ``ramp-edge sync publish`` on the host, ``sync pull`` + ``model activate`` on the
+   robot deploy the RAMP bundle (BC and RECAP run from the host's published copies).
+5. Evaluation: ``ramp-edge run`` without teleop, seeds disjoint from training, for each method
+   (RAMP in standard and in efficient mode); a run that ends in an infrastructure fault (the
+   motor controller stopped answering) is not counted and its seeds are run again.
+6. HILR: ``ramp-edge run --teleop corrector`` with the deployed RAMP bundle records rollouts
+   with takeovers; pushed to the host; then ``train continual`` (world model retrained,
+   advantages recomputed, policy fine-tuned) and back to 4, ``--iterations`` times.
+
+Everything lands under ``--work``; steps whose outputs exist are skipped, so an interrupted loop
+resumes. ``results.json`` holds every figure; ``--report`` writes the Markdown report and PNG
+figures (success rate per method per iteration with 95% Wilson intervals, takeover rate, value
+MAE and Kendall tau per world-model variant, chunk latency per backend of the final bundle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+EXE = str(Path(sys.executable).parent / "ramp-edge")
+ROBOT_ID = "emulated-arm"
+# Seconds per episode: the task's step budget at 50 Hz plus a margin (ramp-edge sim tasks).
+TASK_SECONDS = {"pack_box": 18.0, "stack_blocks": 14.0, "sort_by_colour": 18.0}
+SEED_DEMOS, SEED_HILR, SEED_EVAL = 10_000, 20_000, 90_000
+
+# Networks small enough to train on a CPU in minutes and to ship (a ~3 MB bundle); images stay
+# at the emulated cameras' 96x96.
+MODEL = {
+    "cnn_channels": [16, 32, 32, 64], "cnn_strides": [2, 2, 2, 2], "camera_dim": 64,
+    "joint_dim": 32, "latent_dim": 64, "lang_dim": 32, "wm_hidden": 128, "d_model": 64,
+    "n_heads": 4, "n_layers": 2, "vocab_size": 1024,
+}
+MINI_MODEL = {**MODEL, "cnn_channels": [8, 8], "cnn_strides": [4, 4], "camera_dim": 16,
+              "joint_dim": 8, "latent_dim": 16, "lang_dim": 8, "wm_hidden": 16, "d_model": 16,
+              "n_heads": 2, "n_layers": 1, "vocab_size": 256}
+
+
+@dataclass(frozen=True)
+class Preset:
+    demos: int
+    hilr: int  # rollouts per iteration
+    evals: int  # evaluation episodes per point
+    iterations: int  # HILR + continual rounds after the first training
+    wm_steps: int
+    policy_steps: int
+    continual_wm_steps: int
+    continual_policy_steps: int
+    batch_size: int
+    model: dict
+    methods: tuple[str, ...] = ("ramp", "bc", "recap")
+    episode_s: float | None = None  # evaluation and HILR episodes (None: the task's budget)
+    int8: bool = True
+
+
+PRESETS = {
+    # The pipeline connects (the test suite's miniature): one of everything, a few steps.
+    "mini": Preset(demos=2, hilr=1, evals=1, iterations=1, wm_steps=4, policy_steps=4,
+                   continual_wm_steps=2, continual_policy_steps=2, batch_size=8,
+                   model=MINI_MODEL, methods=("ramp",), episode_s=4.0, int8=False),
+    # What a 2-core CPU does in about an hour and a half.
+    "small": Preset(demos=20, hilr=10, evals=8, iterations=3, wm_steps=600, policy_steps=800,
+                    continual_wm_steps=200, continual_policy_steps=400, batch_size=32,
+                    model=MODEL),
+    # The issue's budget (50 evaluation episodes per point): hours; a GPU host helps training.
+    "full": Preset(demos=50, hilr=20, evals=50, iterations=3, wm_steps=3000, policy_steps=4000,
+                   continual_wm_steps=1000, continual_policy_steps=2000, batch_size=64,
+                   model=MODEL),
+}
+
+
+class LoopError(RuntimeError):
+    pass
+
+
+class Loop:
+    def __init__(self, work: Path, preset: str, task: str, verbose: bool) -> None:
+        self.work = work.resolve()
+        self.preset_name = preset
+        self.p = PRESETS[preset]
+        self.task = task
+        self.verbose = verbose
+        self.robot = self.work / "robot"
+        self.host = self.work / "host"
+        self.allow = self.work / "allow"
+        self.runs = self.work / "runs"
+        self.bundles = self.work / "bundles"
+        self.results_path = self.work / "results.json"
+        self.results: dict[str, Any] = (json.loads(self.results_path.read_text())
+                                        if self.results_path.exists() else {})
+        self.results.setdefault("preset", preset)
+        self.results.setdefault("task", task)
+        self.results.setdefault("steps", [])
+        self.server: subprocess.Popen | None = None
+        self.port = 0
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def save(self) -> None:
+        tmp = self.results_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.results, indent=1, sort_keys=True))
+        os.replace(tmp, self.results_path)
+
+    def say(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    def cmd(self, *args: str, home: Path | None = None, timeout: float = 3600,
+            ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET",
+                                                                  "WATCHDOG_USEC")}
+        env["RAMP_EDGE_HOME"] = str(home or self.robot)
+        env["PYTHONUNBUFFERED"] = "1"
+        t0 = time.monotonic()
+        line = " ".join(["ramp-edge", *args])
+        if self.verbose:
+            self.say(line)
+        out = subprocess.run([EXE, *args], capture_output=True, text=True, env=env,
+                             timeout=timeout, stdin=subprocess.DEVNULL)
+        dt = time.monotonic() - t0
+        self.results["steps"].append({"cmd": line, "rc": out.returncode, "s": round(dt, 1)})
+        if out.returncode not in ok:
+            raise LoopError(f"{line} -> exit {out.returncode}:\n{out.stderr[-3000:]}")
+        return out
+
+    def json_cmd(self, *args: str, **kw: Any) -> dict:
+        out = self.cmd(*args, **kw)
+        text = out.stdout.strip()
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+        try:  # a last line of JSON after other output
+            return json.loads(text.splitlines()[-1])
+        except (ValueError, IndexError) as err:
+            raise LoopError(f"ramp-edge {' '.join(args)}: no JSON on stdout ({err}): "
+                            f"{out.stdout[-500:]} {out.stderr[-1500:]}") from None
+
+    @property
+    def episode_s(self) -> float:
+        return self.p.episode_s or TASK_SECONDS.get(self.task, 18.0)
+
+    # -- sync ----------------------------------------------------------------------------------
+    def setup_sync(self) -> None:
+        if not (self.robot / "keys" / "sync.key").exists():
+            self.cmd("sync", "keygen")
+        if not (self.host / "keys" / "sync.key").exists():
+            self.cmd("sync", "keygen", "--out", str(self.host / "keys"))
+        self.allow.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.robot / "keys" / "sync.key", self.allow / f"{ROBOT_ID}.key")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.server = subprocess.Popen(
+            [EXE, "sync", "serve", "--root", str(self.host), "--allow", str(self.allow),
+             "--bind", f"tcp://127.0.0.1:{self.port}"], stdout=subprocess.DEVNULL,
+            stderr=open(self.work / "sync-server.log", "a"), env=env)  # noqa: SIM115
+        time.sleep(1.0)
+        if self.server.poll() is not None:
+            raise LoopError(f"sync server exited: see {self.work / 'sync-server.log'}")
+
+    def stop_sync(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            self.server.send_signal(signal.SIGTERM)
+            try:
+                self.server.wait(20)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+
+    def sync_args(self) -> list[str]:
+        return ["--host", f"tcp://127.0.0.1:{self.port}", "--server-key",
+                str(self.host / "keys" / "sync.key")]
+
+    def push(self) -> dict:
+        rep = self.json_cmd("sync", "push", *self.sync_args(), "--no-progress", "--json")
+        self.say(f"pushed {len(rep.get('sent', []))} episode(s) to the host")
+        return rep
+
+    def host_paths(self, episode_ids: list[str]) -> list[str]:
+        """The host's copies of the robot's episodes ``episode_ids``."""
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from ramp_edge.sync.host_store import HostStore
+
+        store = HostStore(self.host)
+        try:
+            by_id = {e["episode_id"]: e["path"] for e in store.episodes(ROBOT_ID)}
+        finally:
+            store.close()
+        missing = [e for e in episode_ids if e not in by_id]
+        if missing:
+            raise LoopError(f"the host lacks {len(missing)} pushed episode(s): {missing[:3]}")
+        return [str(self.host / by_id[e]) if not Path(by_id[e]).is_absolute() else by_id[e]
+                for e in episode_ids]
+
+    # -- robot runs ----------------------------------------------------------------------------
+    def run_episodes(self, n: int, seed0: int, *args: str, record: bool,
+                     home: Path | None = None, seconds: float | None = None) -> list[dict]:
+        """``n`` episodes from seed ``seed0`` on; a run that stops early (a fault, a latched
+        e-stop) is resumed at the next seed, and faulted episodes are run again."""
+        done: list[dict] = []
+        seed, faults = seed0, 0
+        while len(done) < n:
+            if faults > 2 * n + 3:
+                raise LoopError(f"{faults} infrastructure faults while running {args}")
+            rep = self.json_cmd("run", "--task", self.task, "--episodes", str(n - len(done)),
+                                "--seed", str(seed),
+                                "--duration", str(seconds or self.episode_s),
+                                "--json", "--record" if record else "--no-record", *args,
+                                home=home, ok=(0, 1, 3))
+            for ep in rep.get("per_episode", []):
+                ep_seed = seed + ep["episode"]
+                if ep.get("final_state") == "FAULT":
+                    faults += 1
+                    self.say(f"  seed {ep_seed}: infrastructure fault ({ep.get('fault')}), "
+                             "run again")
+                    continue
+                done.append({"seed": ep_seed, "outcome": ep.get("outcome"),
+                             "steps": ep.get("steps"),
+                             "source_steps": ep.get("source_steps", {}),
+                             "takeovers": sum(1 for t in ep.get("transitions", [])
+                                              if t[1] == "TAKEOVER"),
+                             "episode_id": (ep.get("recording") or {}).get("episode_id"),
+                             "lateness_p99_ms": ep.get("lateness_p99_ms"),
+                             "chunk_latency_p50_ms": ep.get("chunk_latency_p50_ms")})
+            seed += max(1, len(rep.get("per_episode", [])))
+        return done[:n]
+
+    # -- training ------------------------------------------------------------------------------
+    def config(self, name: str, episodes: list[str], rollouts: list[str], *,
+               sources: tuple[str, ...] = ("policy", "human", "hold"),
+               init: Path | None = None) -> Path:
+        p = self.p
+        lines = ["seed = 0", "[model]"]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in p.model.items()]
+        lines += ["[data]", f"episodes = {json.dumps(episodes)}",
+                  f"rollouts = {json.dumps(rollouts)}", f"sources = {json.dumps(list(sources))}",
+                  f"holdout_episodes = {1 if len(episodes) > 2 else 0}",
+                  "[wm]", f"steps = {p.wm_steps}", f"batch_size = {p.batch_size}",
+                  "[policy]", f"steps = {p.policy_steps}", f"batch_size = {p.batch_size}",
+                  "[continual]", f"wm_steps = {p.continual_wm_steps}",
+                  f"policy_steps = {p.continual_policy_steps}",
+                  *([f"init = {json.dumps(str(init))}"] if init else []),
+                  "[run]", "log_every = 50", "checkpoint_every = 200", "threads = 2"]
+        path = self.work / "configs" / f"{name}.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def train(self, method: str, it: int, base: list[str], rollouts: list[str]) -> Path:
+        """Train ``method`` for iteration ``it``; returns the engine-built bundle."""
+        name = f"{method}-it{it}"
+        out = self.runs / name
+        bundle = self.bundles / name
+        if (bundle / "manifest.json").exists():
+            return bundle
+        raw = self.bundles / f"{name}-raw"
+        backends = ["--backend", "torch-eager"]
+        t0 = time.monotonic()
+        if method == "ramp" and it == 0:
+            cfg = self.config(name, base, [])
+            self.cmd("train", "wm", "--config", str(cfg), "--out", str(out))
+            self.cmd("train", "policy", "--config", str(cfg), "--out", str(out))
+        elif method == "ramp":
+            cfg = self.config(name, base, rollouts, init=self.runs / f"ramp-it{it - 1}")
+            self.cmd("train", "continual", "--config", str(cfg), "--out", str(out))
+        elif method == "bc":
+            cfg = self.config(name, base + rollouts, [], sources=("human",))
+            self.cmd("train", "bc", "--config", str(cfg), "--out", str(out))
+        elif method == "recap":
+            cfg = self.config(name, base, rollouts)
+            self.cmd("train", "recap", "--config", str(cfg), "--out", str(out))
+        else:
+            raise LoopError(f"unknown method {method}")
+        if raw.exists():
+            shutil.rmtree(raw)
+        self.cmd("train", "export", str(out), str(raw), *backends)
+        engines = "torch,onnx,onnx-int8" if self.p.int8 else "torch,onnx"
+        self.cmd("engine", "build", str(raw), "--out", str(bundle), "--backends", engines,
+                 "--calibrate-from", str(self.robot))
+        shutil.rmtree(raw, ignore_errors=True)
+        vm = out / "value_metrics.json"
+        self.results.setdefault("training", {})[name] = {
+            "seconds": round(time.monotonic() - t0, 1),
+            "value_metrics": json.loads(vm.read_text()) if vm.exists() else None}
+        self.save()
+        return bundle
+
+    def deploy(self, bundle: Path) -> Path:
+        """Publish on the host, pull and activate on the robot; returns the staged path."""
+        self.cmd("sync", "publish", str(bundle), "--root", str(self.host))
+        self.json_cmd("sync", "pull", *self.sync_args(), "--json")
+        act = self.json_cmd("model", "activate", "--json")
+        self.say(f"activated {act.get('bundle')} on the robot")
+        return self.robot / "bundles" / "active"
+
+    # -- the loop ------------------------------------------------------------------------------
+    def evaluate(self, key: str, model: Path, mode: str = "standard") -> dict:
+        ev = self.results.setdefault("eval", {})
+        if key in ev:
+            return ev[key]
+        # The controller picks the fastest engine the bundle has (INT8 where it passed).
+        eps = self.run_episodes(self.p.evals, SEED_EVAL, "--model", str(model), "--mode", mode,
+                                record=False, home=self.work / "eval-home")
+        wins = sum(1 for e in eps if e["outcome"] == "success")
+        ev[key] = {"n": len(eps), "success": wins, "episodes": eps}
+        self.save()
+        self.say(f"eval {key}: {wins}/{len(eps)} successes")
+        return ev[key]
+
+    def run(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        for d in (self.robot, self.host, self.work / "eval-home"):
+            d.mkdir(parents=True, exist_ok=True)
+        self.setup_sync()
+        try:
+            self._loop()
+        finally:
+            self.stop_sync()
+            self.save()
+
+    def _loop(self) -> None:
+        p = self.p
+        if "demos" not in self.results:
+            self.say(f"recording {p.demos} demonstrations of {self.task}")
+            self.results["demos"] = self.run_episodes(
+                p.demos, SEED_DEMOS, "--no-policy", "--teleop", "expert", record=True,
+                seconds=TASK_SECONDS.get(self.task, 18.0))  # a whole demonstration
+            self.save()
+        self.push()
+        demo_ids = [e["episode_id"] for e in self.results["demos"]
+                    if e["outcome"] == "success"]
+        if not demo_ids:
+            raise LoopError("no successful demonstration was recorded")
+        base = self.host_paths(demo_ids)
+        rollouts: list[str] = []
+        for it in range(p.iterations + 1):
+            self.say(f"iteration {it}: training {', '.join(p.methods)}")
+            bundles = {m: self.train(m, it, base, rollouts) for m in p.methods}
+            ramp_model = self.deploy(bundles["ramp"]) if "ramp" in bundles else None
+            for m, b in bundles.items():
+                model = ramp_model if m == "ramp" else b
+                self.evaluate(f"{m}-it{it}", model)
+                if m == "ramp":
+                    self.evaluate(f"ramp-efficient-it{it}", model, mode="efficient")
+            if it == p.iterations:
+                break
+            hk = f"hilr-it{it}"
+            if hk not in self.results:
+                self.say(f"iteration {it}: {p.hilr} HILR rollouts with the corrector")
+                self.results[hk] = self.run_episodes(
+                    p.hilr, SEED_HILR + 1000 * it, "--teleop", "corrector", record=True)
+                self.save()
+            self.push()
+            ids = [e["episode_id"] for e in self.results[hk] if e["episode_id"]]
+            rollouts = rollouts + self.host_paths(ids)
+        final = self.bundles / f"ramp-it{p.iterations}"
+        if "latency" not in self.results and final.exists():
+            self.results["latency"] = self.json_cmd("engine", "bench", str(final), "--runs",
+                                                    "200", "--threads", "1", "--json")
+        self.results["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, Python "
+                                   f"{platform.python_version()}")
+        self.results["finished"] = True
+
+
+# -- the report ------------------------------------------------------------------------------
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    ph = k / n
+    den = 1 + z * z / n
+    mid = (ph + z * z / (2 * n)) / den
+    half = z * math.sqrt(ph * (1 - ph) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, mid - half), min(1.0, mid + half))
+
+
+def takeover_rate(eps: list[dict]) -> tuple[float, float]:
+    """Share of steps under human control, share of episodes with a takeover."""
+    steps = sum(e.get("steps") or 0 for e in eps)
+    human = sum((e.get("source_steps") or {}).get("human", 0) for e in eps)
+    return (human / steps if steps else 0.0,
+            sum(1 for e in eps if e.get("takeovers")) / len(eps) if eps else 0.0)
+
+
+def write_report(work: Path, out_md: Path, fig_dir: Path) -> None:
+    res = json.loads((work / "results.json").read_text())
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    ev = res.get("eval", {})
+    its = sorted({int(k.rsplit("-it", 1)[1]) for k in ev})
+    series = ("ramp", "ramp-efficient", "recap", "bc")
+    lines = [f"# RAMP loop report: {res.get('task')} (preset {res.get('preset')})", ""]
+    lines += ["## Success rate per iteration", "",
+              "| method | " + " | ".join(f"it {i}" for i in its) + " |",
+              "| --- |" + " --- |" * len(its)]
+    for s in series:
+        cells = []
+        for i in its:
+            r = ev.get(f"{s}-it{i}")
+            if r:
+                lo, hi = wilson(r["success"], r["n"])
+                cells.append(f"{r['success']}/{r['n']} ({100 * r['success'] / r['n']:.0f}%, "
+                             f"CI {100 * lo:.0f}-{100 * hi:.0f}%)")
+            else:
+                cells.append("-")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    lines += ["", "95% Wilson intervals. `ramp-efficient`: the same RAMP bundle with the world "
+              "model skipped (z masked).", ""]
+    hil = sorted(k for k in res if k.startswith("hilr-it"))
+    if hil:
+        lines += ["## Takeover rate of HILR rollouts (RAMP policy, scripted corrector)", "",
+                  "| iteration | episodes | human share of steps | episodes with a takeover |",
+                  "| --- | --- | --- | --- |"]
+        for k in hil:
+            share, eps_share = takeover_rate(res[k])
+            lines.append(f"| {k.rsplit('-it', 1)[1]} | {len(res[k])} | {100 * share:.1f}% | "
+                         f"{100 * eps_share:.0f}% |")
+        lines.append("")
+    tr = res.get("training", {})
+    vm_rows = []
+    for name, t in sorted(tr.items()):
+        for stage, m in (t.get("value_metrics") or {}).items():
+            if isinstance(m, dict) and "mae" in m:
+                vm_rows.append(f"| {name} | {stage} | {m.get('variant', '-')} | "
+                               f"{m['mae']:.3f} | {m.get('kendall_tau', float('nan')):.3f} | "
+                               f"{m.get('n', '-')} |")
+    if vm_rows:
+        lines += ["## Value prediction on held-out episodes", "",
+                  "| run | stage | world-model variant | MAE | Kendall tau | samples |",
+                  "| --- | --- | --- | --- | --- | --- |", *vm_rows, ""]
+    lat = res.get("latency")
+    if lat:
+        lines += ["## Chunk latency of the final RAMP bundle per backend", "",
+                  "`ramp-edge engine bench BUNDLE --runs 200 --threads 1` (one intra-op thread, "
+                  "backends interleaved call by call).", "",
+                  "| backend | standard p50 / p99 ms | efficient p50 / p99 ms |",
+                  "| --- | --- | --- |"]
+        for name, modes in sorted((lat.get("backends") or {}).items()):
+            cells = []
+            for mode in ("standard", "efficient"):
+                m = modes.get(mode) or {}
+                cells.append(f"{m.get('p50_ms', float('nan')):.2f} / "
+                             f"{m.get('p99_ms', float('nan')):.2f}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        for name, why in (lat.get("skipped") or {}).items():
+            lines.append(f"| {name} | skipped: {why} | |")
+        lines.append("")
+    lines += ["## Commands and time", "", f"{len(res.get('steps', []))} commands, "
+              f"{sum(s['s'] for s in res.get('steps', [])) / 60:.1f} min in all; "
+              f"machine: {res.get('machine', platform.machine())}.", ""]
+    _figures(res, its, series, fig_dir, lines)
+    out_md.write_text("\n".join(lines) + "\n")
+
+
+def _figures(res: dict, its: list[int], series: tuple[str, ...], fig_dir: Path,
+             lines: list[str]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        lines.append("(figures need matplotlib: pip install 'ramp-edge[review]')")
+        return
+    ev = res.get("eval", {})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for s in series:
+        xs, ys, los, his = [], [], [], []
+        for i in its:
+            r = ev.get(f"{s}-it{i}")
+            if r:
+                lo, hi = wilson(r["success"], r["n"])
+                xs.append(i)
+                ys.append(r["success"] / r["n"])
+                los.append(ys[-1] - lo)
+                his.append(hi - ys[-1])
+        if xs:
+            ax.errorbar(xs, ys, yerr=[los, his], marker="o", capsize=3, label=s)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title(f"{res.get('task')}: success rate (95% Wilson CI)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(fig_dir / "success_rate.png", dpi=100)
+    plt.close(fig)
+    lines += [f"![success rate]({fig_dir.name}/success_rate.png)", ""]
+    hil = sorted(k for k in res if k.startswith("hilr-it"))
+    if hil:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([int(k.rsplit("-it", 1)[1]) for k in hil],
+                [takeover_rate(res[k])[0] for k in hil], marker="o")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("human share of steps")
+        ax.set_title("takeover rate in HILR rollouts")
+        fig.tight_layout()
+        fig.savefig(fig_dir / "takeover_rate.png", dpi=100)
+        plt.close(fig)
+        lines += [f"![takeover rate]({fig_dir.name}/takeover_rate.png)", ""]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    ap.add_argument("--task", choices=sorted(TASK_SECONDS), default="stack_blocks")
+    ap.add_argument("--report", type=Path, default=None,
+                    help="Write the Markdown report here (figures beside it).")
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+    if not args.report_only:
+        try:
+            Loop(args.work, args.preset, args.task, args.verbose).run()
+        except LoopError as err:
+            print(f"ramp_loop: {err}", file=sys.stderr)
+            sys.exit(1)
+    if args.report is not None:
+        write_report(args.work.resolve(), args.report, args.report.parent / (
+            args.report.stem + "_figures"))
+        print(f"report written to {args.report}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
