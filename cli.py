@@ -24,6 +24,7 @@ from ramp_edge.cli_doctor import doctor
 from ramp_edge.cli_episodes import episodes_app
 from ramp_edge.cli_model import model_app
 from ramp_edge.cli_run import estop, run, status
+from ramp_edge.cli_sync import sync_app
 from ramp_edge.cli_systemd import systemd_app
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ app.add_typer(sim_app, name="sim")
 app.add_typer(model_app, name="model")
 app.add_typer(engine_app, name="engine")
 app.add_typer(calibrate_app, name="calibrate")
+app.add_typer(sync_app, name="sync")
 app.add_typer(episodes_app, name="episodes")
 app.add_typer(train_app, name="train")
 app.command("doctor")(doctor)

@@ -1,4 +1,5 @@
-"""``ramp-edge model ...``: swap the running controller's model bundle, or roll it back."""
+"""``ramp-edge model ...``: swap the running controller's model bundle, activate a staged one, or
+roll it back."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ HomeOpt = Annotated[str | None, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="The controller's reply as JSON.")]
 
 
-def _reply(request: dict, home: str | None, as_json: bool) -> None:
+def _reply(request: dict, home: str | None, as_json: bool) -> dict:
     reply = send_command(socket_path(resolve_home(home)), request, timeout_s=120.0)
     if as_json:
         print(json.dumps(reply))
@@ -28,6 +29,7 @@ def _reply(request: dict, home: str | None, as_json: bool) -> None:
         raise typer.Exit(1)
     if not as_json:
         print(f"now running {reply.get('bundle')}", file=sys.stderr)
+    return reply
 
 
 @model_app.command("swap")
@@ -45,5 +47,43 @@ def swap(
 
 @model_app.command("rollback")
 def rollback(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
-    """Go back to the bundle that ran before the last swap, from the next chunk."""
-    _reply({"cmd": "rollback"}, home, as_json)
+    """Go back to the bundle that ran before the last swap, from the next chunk; after an
+    `activate`, HOME/bundles/active goes back too (with no controller running, only that)."""
+    from ramp_edge.control_socket import ControlSocketError
+    from ramp_edge.sync.bundles import previous_label, swap_active_links
+
+    h = resolve_home(home)
+    try:
+        reply = _reply({"cmd": "rollback"}, home, as_json)
+    except ControlSocketError:
+        back = swap_active_links(h)
+        if back is None:
+            raise
+        if as_json:
+            print(json.dumps({"ok": True, "bundle": str(back), "controller": None}))
+        else:
+            print(f"no controller running; the next run starts with {back}", file=sys.stderr)
+        return
+    if reply.get("bundle") == previous_label(h):  # the controller went back to that link
+        swap_active_links(h)
+
+
+@model_app.command("activate")
+def activate(
+    bundle: Annotated[Path | None, typer.Argument(
+        help="Bundle directory (default: the newest bundle `ramp-edge sync pull` staged).")]
+    = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make BUNDLE the robot's bundle: a running controller checks it now and switches to it
+    before its next episode (never mid-episode); HOME/bundles/active points at it for later
+    runs, the previous one kept for `ramp-edge model rollback`. A bundle that failed
+    verification is refused."""
+    from ramp_edge.sync.bundles import activate_bundle
+
+    result = activate_bundle(resolve_home(home), bundle)
+    if as_json:
+        print(json.dumps({"ok": True, **result}))
+    else:
+        print(f"activated {result['bundle']} ({result['when']})", file=sys.stderr)

@@ -9,6 +9,7 @@ episode when the task succeeds or fails, which a person would otherwise label.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal as signal_module
@@ -216,10 +217,10 @@ def run_session(request: RunRequest, say: Callable[[str], None],
                 url = cam.url
                 if url.startswith(EMULATOR_CAMERA):
                     url = f"{cam_url}#{url[len(EMULATOR_CAMERA):]}"
-                cameras[cam.name] = open_camera(cam.name, url)
+                cameras[cam.name] = open_camera(cam.name, url, size=(cam.width, cam.height))
             if simulated:
                 sim_client = SimClient(sim_url)
-            teleop = _open_teleop(request, simulated, sim_url, task)
+            teleop = _open_teleop(request, simulated, sim_url, task, config.teleop.url)
             if request.clear_latched:
                 bus.clear_fault()
             calibration_file = calibration_path(request.home, config.robot_id)
@@ -258,12 +259,29 @@ def run_session(request: RunRequest, say: Callable[[str], None],
                 c.request_estop(str(req.get("reason", "control socket")))
                 return {"state": "ESTOP"}
 
-            handlers = {"status": status, "estop": estop, "swap": swap, "rollback": rollback}
+            pending: list[Path] = []  # bundles told to activate, applied between episodes
+
+            def activate(req: dict[str, Any]) -> dict[str, Any]:
+                path = Path(str(req.get("bundle") or request.home / "bundles" / "active"))
+                checked = open_bundle_engine(path, config, request.backend,
+                                             request.engine_threads)  # refuse a bad one now
+                checked.engine.close()
+                pending[:] = [path]
+                say(f"{checked.name} activates before the next episode")
+                return {"bundle": checked.name, "pending": True}
+
+            handlers = {"status": status, "estop": estop, "swap": swap, "rollback": rollback,
+                        "activate": activate}
             try:
                 with ControlSocketServer(socket_path(request.home), handlers), \
                         _signals(signals, controller_ref, notifier,
                                  lambda: _swap_in_background(swap, say)):
                     for index in range(request.episodes):
+                        if pending:
+                            try:
+                                say(f"activated {slot.swap(pending.pop()).name}")
+                            except EdgeError as err:
+                                say(f"bundle not activated, the running one stays: {err}")
                         result = _episode(request, config, bus, slot.current, cameras,
                                           sim_client, teleop, notifier, controller_ref, index,
                                           status_line, say, Observation, check_calibration,
@@ -351,9 +369,13 @@ def _calibrate_emulator(bus: Any, config: RobotConfig, path: Path,
     apply_calibration(bus, path, config.robot_id, config.joint_names)
 
 
-def _open_teleop(request: RunRequest, simulated: bool, sim_url: str, task: str) -> Any:
-    """The teleop device the request names: a URL, or in simulation "expert" (demonstrates
-    the task) or "corrector" (takes over when the policy stalls or heads for failure)."""
+def _open_teleop(request: RunRequest, simulated: bool, sim_url: str, task: str,
+                 config_url: str = "") -> Any:
+    """The teleop device the request names (else the robot config's ``[teleop] url``): a URL,
+    or in simulation "expert" (demonstrates the task) or "corrector" (takes over when the
+    policy stalls or heads for failure)."""
+    if request.teleop is None and config_url:
+        request = dataclasses.replace(request, teleop=config_url)
     if request.teleop is None:
         if not request.policy:
             raise ControllerError("--no-policy (demonstration) needs a --teleop device")
@@ -408,7 +430,8 @@ def _episode(request: RunRequest, config: RobotConfig, bus: Any, loaded: LoadedE
                             notifier=notifier, mode=request.mode, engine_name=loaded.name,
                             teleop=teleop, policy=request.policy,
                             before_torque=check_calibration,
-                            on_step=recorder.on_step if recorder else None)
+                            on_step=recorder.on_step if recorder else None,
+                            on_event=recorder.event if recorder else None)
     if recorder is not None:
         controller.states.listeners.append(_transition_events(recorder))
     controller_ref[0] = controller

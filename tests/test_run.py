@@ -178,6 +178,14 @@ def test_when_bundles_swapped_and_rolled_back_mid_run_expect_no_stop_and_bad_bun
     episode = json.loads(stdout)["per_episode"][0]
     swaps = [s["bundle"].split("@")[0] for s in episode["bundle_swaps"]]
     assert swaps == ["reference-seed1", "reference-seed0"]
+    from ramp_edge.episodes import EpisodeStore, open_episode
+
+    with EpisodeStore(home) as store:  # the swaps are events of the recorded episode too
+        path = store.path_of(episode["recording"]["episode_id"])
+    with open_episode(path) as ep:
+        recorded = [e.detail_json()["bundle"].split("@")[0] for e in ep.events()
+                    if e.kind == "bundle_swap"]
+    assert recorded == swaps
     assert episode["final_state"] == "IDLE"
     assert "first chunk: the policy drives" in [t[2] for t in episode["transitions"]]
     assert not any(t[1] == "STOPPING" and "chunk" in t[2] for t in episode["transitions"])

@@ -78,6 +78,11 @@ class EpisodeIndex:
         if cur.rowcount != 1:
             raise EpisodeStoreError(f"episode {episode_id} is not in the index {self.path}")
 
+    def delete(self, episode_id: str) -> None:
+        """Remove an episode's row (its file must be gone first). Unknown ids are ignored."""
+        with self._lock:
+            self._conn.execute("DELETE FROM episodes WHERE id = ?", (episode_id,))
+
     def get(self, episode_id: str) -> IndexEntry:
         with self._lock:
             row = self._conn.execute(
