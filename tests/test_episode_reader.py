@@ -60,3 +60,43 @@ def test_when_an_episode_is_still_recording_expect_committed_steps_visible(tmp_p
             assert ep.outcome is None
     finally:
         rec.finish("aborted")
+
+
+def test_when_values_are_nan_or_negative_zero_expect_rows_verify(tmp_path):
+    """SQLite stores NaN as NULL and -0.0 as 0.0; the row checksum must agree."""
+    from ramp_edge.controller import StateSnapshot, StepRecord
+    from ramp_edge.episodes import salvage, verify
+
+    store = EpisodeStore(tmp_path)
+    rec = store.start_episode(EpisodeMeta(joint_names=JOINT_NAMES), joint_count=7)
+    t0 = time.monotonic()
+    for i, value in enumerate([float("nan"), -0.0, 0.5, float("-inf")]):
+        z = np.zeros(7, np.float32)
+        rec.on_step(StepRecord(t0 + i * 0.01, t0 + i * 0.01, z, StateSnapshot(t0, z, z),
+                               "policy", 0, value, 0))
+    entry = rec.finish("success")
+    path = store.path_of(entry.id)
+    assert verify(path, entry.sha256).ok
+    rep = salvage(path, tmp_path / "copy.sqlite")
+    assert (rep.steps, rep.garbled) == (4, 0)
+
+
+def test_when_a_reader_has_a_live_episode_open_expect_sealing_to_wait_for_it(tmp_path):
+    import threading
+
+    store = EpisodeStore(tmp_path)
+    rec = store.start_episode(EpisodeMeta(joint_names=JOINT_NAMES), joint_count=7)
+    rec.event("note", "live")
+    deadline = time.monotonic() + 5
+    while rec.stats.events_written == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    reader = open_episode(store.path_of(rec.episode_id))
+    reader.events()  # holds a read transaction's worth of state on the live file
+    timer = threading.Timer(0.5, reader.close)
+    timer.start()
+    try:
+        entry = rec.finish("success")
+    finally:
+        timer.cancel()
+        reader.close()
+    assert entry.status == "sealed"

@@ -6,6 +6,7 @@ row is written, when a takeover event arrives."""
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from collections.abc import Sequence
@@ -22,7 +23,10 @@ def _field(v: object) -> bytes:
     if isinstance(v, bool | int):
         return b"\x02" + _I64.pack(int(v))
     if isinstance(v, float):
-        return b"\x01" + _F64.pack(v)
+        # As SQLite stores them: NaN becomes NULL, -0.0 becomes 0.0.
+        if math.isnan(v):
+            return _NONE
+        return b"\x01" + _F64.pack(v + 0.0)
     if isinstance(v, bytes | bytearray | memoryview):
         b = bytes(v)
         return b"\x03" + _LEN.pack(len(b)) + b

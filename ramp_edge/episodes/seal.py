@@ -101,6 +101,30 @@ def mark_transitions(conn: sqlite3.Connection, window_s: float) -> int:
     return cur.rowcount
 
 
+_SEAL_WAIT_S = 10.0
+
+
+def _leave_wal(conn: sqlite3.Connection, path: Path) -> None:
+    """Checkpoint the WAL into the file and switch to ``journal_mode=DELETE``. A reader that
+    has the file open (``ramp-edge episodes show`` on a live episode) blocks both for as long as
+    it reads: retry for up to ``_SEAL_WAIT_S`` before giving up (recovery finishes the seal at
+    the next start then)."""
+    deadline = time.monotonic() + _SEAL_WAIT_S
+    while True:
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                raise sqlite3.OperationalError("WAL checkpoint blocked by another reader")
+            mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
+            if str(mode).lower() != "delete":
+                raise sqlite3.OperationalError(f"could not leave WAL mode ({mode})")
+            return
+        except sqlite3.OperationalError as err:
+            if time.monotonic() >= deadline:
+                raise sqlite3.OperationalError(f"{path}: {err}") from err
+            time.sleep(0.05)
+
+
 def seal_file(path: str | Path, outcome: str, *, transition_window_s: float = 0.5) -> SealResult:
     """Seal one closed episode file (no other connection open on it). Raises
     ``sqlite3.DatabaseError`` if SQLite cannot read it (callers salvage then)."""
@@ -125,12 +149,7 @@ def seal_file(path: str | Path, outcome: str, *, transition_window_s: float = 0.
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, str(v)))
         mark_transitions(conn, transition_window_s)
         conn.execute("COMMIT")
-        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if busy:
-            raise sqlite3.OperationalError(f"{path}: WAL checkpoint blocked by another reader")
-        mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
-        if str(mode).lower() != "delete":
-            raise sqlite3.OperationalError(f"{path}: could not leave WAL mode ({mode})")
+        _leave_wal(conn, path)
     finally:
         conn.close()
     fsync_path(path)
