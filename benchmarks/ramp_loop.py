@@ -229,11 +229,18 @@ class Loop:
         while len(done) < n:
             if faults > 2 * n + 3:
                 raise LoopError(f"{faults} infrastructure faults while running {args}")
-            rep = self.json_cmd("run", "--task", self.task, "--episodes", str(n - len(done)),
-                                "--seed", str(seed),
-                                "--duration", str(seconds or self.episode_s),
-                                "--json", "--record" if record else "--no-record", *args,
-                                home=home, ok=(0, 1, 3))
+            try:
+                rep = self.json_cmd("run", "--task", self.task, "--episodes",
+                                    str(n - len(done)), "--seed", str(seed),
+                                    "--duration", str(seconds or self.episode_s),
+                                    "--json", "--record" if record else "--no-record", *args,
+                                    home=home, ok=(0, 1, 3))
+            except LoopError as err:
+                if "no state from the motor controller" not in str(err):
+                    raise
+                faults += 1  # the emulator did not answer at arming: start it again
+                self.say(f"  seed {seed}: no state at arming, run again")
+                continue
             for ep in rep.get("per_episode", []):
                 ep_seed = seed + ep["episode"]
                 if ep.get("final_state") == "FAULT":
@@ -540,6 +547,8 @@ def main() -> None:
         except LoopError as err:
             print(f"ramp_loop: {err}", file=sys.stderr)
             sys.exit(1)
+    if args.report_only and args.report is None:
+        ap.error("--report-only needs --report FILE")
     if args.report is not None:
         write_report(args.work.resolve(), args.report, args.report.parent / (
             args.report.stem + "_figures"))
