@@ -50,13 +50,17 @@ def _json_clean(obj: dict) -> dict:
 @bridge_app.command("probe")
 def probe(
     url: Annotated[str, typer.Argument(help="Transport URL, e.g. serial:///dev/ttyACM0, "
-                                       "zmq+tcp://10.0.0.2:5555, sim://")],
+                                       "zmq+tcp://10.0.0.2:5555, sim://, or a DYNAMIXEL chain "
+                                       "dynamixel:///dev/ttyUSB0?ids=1-7&model=xl330")],
     as_json: JsonOpt = False,
 ) -> None:
     """Handshake with the device at URL: firmware, joints, limits, link health."""
-    from firmware_bridge.bus import MotorBus
+    if url.startswith("dynamixel://"):
+        from firmware_bridge.dynamixel.bus import DynamixelBus as Bus
+    else:
+        from firmware_bridge.bus import MotorBus as Bus
 
-    with MotorBus(url) as bus:
+    with Bus(url) as bus:
         info = bus.connect()
         state = bus.read_state()
         report = {

@@ -26,7 +26,9 @@ OutOpt = Annotated[Path, typer.Option(
 BundleOpt = Annotated[Path | None, typer.Option(
     "--bundle", help="After the stage, export the run to a bundle at this directory.")]
 BackendOpt = Annotated[list[str] | None, typer.Option(
-    "--backend", help="Backend(s) the bundle gets (repeatable; default: all buildable here).")]
+    "--backend", help="Backend(s) the bundle gets, repeatable: torch-eager, torch-export, "
+                      "onnx-fp32, onnx-int8, tensorrt-fp16, tensorrt-int8 (default: all "
+                      "buildable here).")]
 StopOpt = Annotated[int | None, typer.Option(
     "--stop-at", help="Stop each phase at this step with a checkpoint (time-limited jobs); "
                       "the same command without it resumes.")]

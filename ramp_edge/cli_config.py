@@ -11,7 +11,7 @@ import typer
 
 from ramp_edge.config import load_config
 
-config_app = typer.Typer(help="Robot configs: check one, print the one in use.",
+config_app = typer.Typer(help="Robot configs: check one before the robot uses it.",
                          no_args_is_help=True)
 
 

@@ -55,10 +55,12 @@ def rollback(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     h = resolve_home(home)
     try:
         reply = _reply({"cmd": "rollback"}, home, as_json)
-    except ControlSocketError:
+    except ControlSocketError as err:
         back = swap_active_links(h)
         if back is None:
-            raise
+            raise ControlSocketError(
+                f"nothing to roll back: {err}, and {h / 'bundles' / 'previous'} does not "
+                f"exist") from err
         if as_json:
             print(json.dumps({"ok": True, "bundle": str(back), "controller": None}))
         else:

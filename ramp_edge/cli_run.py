@@ -45,7 +45,9 @@ def run(
     mode: Annotated[str, typer.Option(
         help="standard (world model runs) or efficient (world model skipped).")] = "standard",
     backend: Annotated[str | None, typer.Option(
-        help="Engine backend to prefer (torch, torch-export, onnx-fp32, onnx-int8, tensorrt).")]
+        help="Engine backend to prefer: torch-eager, torch-export, onnx-fp32, onnx-int8, "
+             "tensorrt-fp16, tensorrt-int8 (default: the fastest the bundle has that runs "
+             "here).")]
     = None,
     seed: Annotated[int, typer.Option(help="Simulation: seed of the first episode's scene.")]
     = 0,

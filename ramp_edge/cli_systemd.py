@@ -29,7 +29,7 @@ GroupOpt = Annotated[list[str] | None, typer.Option(
                     + ", ".join(su.DEFAULT_GROUPS) + ".")]
 RunArgOpt = Annotated[list[str] | None, typer.Option(
     "--run-arg", help="An argument appended to `ramp-edge run --home HOME` (repeat it), e.g. "
-                      "--run-arg=--config --run-arg=/etc/ramp-edge/robot.toml.")]
+                      "--run-arg=--robot --run-arg=/etc/ramp-edge/robot.toml.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")]
 
 

@@ -50,11 +50,24 @@ def test_when_probe_runs_expect_joints_in_json():
     assert report["link"]["timeouts"] == 0
 
 
+def test_when_probe_dials_a_dynamixel_chain_expect_its_servos_as_joints(tmp_path):
+    pytest.importorskip("dynamixel_sdk", reason="the dynamixel extra is not installed")
+    from firmware_bridge.emulator.process import EmulatorProcess
+
+    with EmulatorProcess(f"pty://{tmp_path}/ttyDXL",
+                         ("--protocol", "dynamixel", "--ids", "1-3", "--model", "xl330")) as emu:
+        out = run("bridge", "probe", emu.host_url, "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert len(report["joints"]) == 3 and report["mode"] == "TORQUE_OFF"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (("bridge", "probe", "nope://x"), "unknown transport 'nope'"),
-        (("bridge", "probe", "serial:///dev/not-a-port"), "cannot open serial port"),
+        (("bridge", "probe", "serial:///dev/not-a-port"),
+         "cannot open serial port /dev/not-a-port: No such file or directory"),
         (("config", "check", "/nonexistent/robot.toml"), "cannot read robot config"),
     ],
 )

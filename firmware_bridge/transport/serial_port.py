@@ -28,7 +28,12 @@ class SerialTransport(FdStreamTransport):
             self._port = serial.Serial(parsed.path, baudrate=baud, timeout=0, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as err:
             self._closed = True
-            raise LinkError(f"cannot open serial port {parsed.path}: {err}") from err
+            # pyserial's message names the port again ("could not open port X: [Errno 2]
+            # ..."): say the reason once.
+            code = err.args[0] if err.args and isinstance(err.args[0], int) else err.errno \
+                if isinstance(err, OSError) else None
+            why = f"{os.strerror(code)} (errno {code})" if code else str(err)
+            raise LinkError(f"cannot open serial port {parsed.path}: {why}") from err
         self._fd = self._port.fileno()
         os.set_blocking(self._fd, False)
 
