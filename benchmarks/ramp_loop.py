@@ -32,6 +32,7 @@ MAE and Kendall tau per world-model variant, chunk latency per backend of the fi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -42,6 +43,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,6 +176,8 @@ class Loop:
             self.cmd("sync", "keygen", "--out", str(self.host / "keys"))
         self.allow.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.robot / "keys" / "sync.key", self.allow / f"{ROBOT_ID}.key")
+
+    def start_sync(self) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -199,9 +203,20 @@ class Loop:
                 str(self.host / "keys" / "sync.key")]
 
     def push(self) -> dict:
-        rep = self.json_cmd("sync", "push", *self.sync_args(), "--no-progress", "--json")
+        with self.sync_server():
+            rep = self.json_cmd("sync", "push", *self.sync_args(), "--no-progress", "--json")
         self.say(f"pushed {len(rep.get('sent', []))} episode(s) to the host")
         return rep
+
+    @contextlib.contextmanager
+    def sync_server(self) -> Iterator[None]:
+        """The host's sync server, up for one exchange (a long loop then always runs the
+        server and the robot's client from the same installed code)."""
+        self.start_sync()
+        try:
+            yield
+        finally:
+            self.stop_sync()
 
     def host_paths(self, episode_ids: list[str]) -> list[str]:
         """The host's copies of the robot's episodes ``episode_ids``."""
@@ -322,7 +337,8 @@ class Loop:
     def deploy(self, bundle: Path) -> Path:
         """Publish on the host, pull and activate on the robot; returns the staged path."""
         self.cmd("sync", "publish", str(bundle), "--root", str(self.host))
-        self.json_cmd("sync", "pull", *self.sync_args(), "--json")
+        with self.sync_server():
+            self.json_cmd("sync", "pull", *self.sync_args(), "--json")
         act = self.json_cmd("model", "activate", "--json")
         self.say(f"activated {act.get('bundle')} on the robot")
         return self.robot / "bundles" / "active"
@@ -349,7 +365,6 @@ class Loop:
         try:
             self._loop()
         finally:
-            self.stop_sync()
             self.save()
 
     def _loop(self) -> None:
