@@ -1,0 +1,43 @@
+"""The emulator keeps answering while its servo loop runs behind (a process starved of CPU on
+a busy machine), as firmware's serial interrupt would: a slow plant stands in for starvation."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from firmware_bridge.bus import MotorBus
+from firmware_bridge.emulator.device import DeviceConfig, EmulatedMotorController
+from firmware_bridge.emulator.plant import MotorPlant
+from firmware_bridge.emulator.server import EmulatorServer
+from firmware_bridge.transport.zmq_link import ZmqDeviceTransport
+
+
+class SlowPlant(MotorPlant):
+    """Each 1 ms servo step takes 1.5 ms: the loop is always behind."""
+
+    def step(self, command: np.ndarray, torque_on: bool, dt_s: float) -> None:
+        time.sleep(0.0015)
+        super().step(command, torque_on, dt_s)
+
+
+def test_when_the_servo_loop_runs_behind_expect_the_host_still_answered(tmp_path):
+    config = DeviceConfig(joint_names=("a", "b"), position_min=(-1.0, -1.0),
+                          position_max=(1.0, 1.0), velocity_max=(1.0, 1.0),
+                          initial_position=(0.0, 0.0), watchdog_ms=1000)
+    url = f"zmq+ipc://{tmp_path}/bus.sock"
+    plant = SlowPlant(np.array(config.initial_position), np.array(config.velocity_max))
+    server = EmulatorServer(EmulatedMotorController(config, plant), ZmqDeviceTransport(url))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        with MotorBus(url, cycle_timeout_ms=20.0) as bus:
+            bus.connect()
+            answered = sum(bus.read_state() is not None for _ in range(50))
+    finally:
+        server.stop()
+        thread.join(timeout=2.0)
+    assert server.stats.served_behind > 0
+    assert answered >= 45, f"only {answered} of 50 state reads answered"
