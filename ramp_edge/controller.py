@@ -89,6 +89,7 @@ class RunStats:
     state_to_setpoint_ms: LatenessStats = field(default_factory=LatenessStats)
     largest_step: float = 0.0
     source_steps: dict[str, int] = field(default_factory=dict)
+    teleop_rejected: int = 0  # engaged teleop samples ignored: target of bad shape or not finite
 
 
 ObservationBuilder = Callable[[StateSnapshot, Mapping[str, np.ndarray]], Any]
@@ -144,6 +145,10 @@ class Controller:
         # step and may ask for an e-stop; other devices have neither.
         self._feed_follower = getattr(teleop, "set_follower", None)
         self._teleop_estop = getattr(teleop, "take_estop_request", None)
+        self._check_teleop(teleop, config)
+        self._checked_sample: Any = None  # the last engaged teleop sample checked, and its verdict
+        self._checked_ok = False
+        self._teleop_rejected_logged = False
         self._source = "hold"
         self._blend_from: np.ndarray | None = None
         self._blend_t0 = 0.0
@@ -369,7 +374,8 @@ class Controller:
         assert safety is not None
         sample = self.teleop.latest() if self.teleop is not None else None
         engaged = (sample is not None and sample.engaged and sample.target is not None
-                   and t - sample.t_s <= self.teleop_max_age_s)
+                   and t - sample.t_s <= self.teleop_max_age_s
+                   and self._usable_target(sample, desired.shape))
         if engaged and state_now in (S.ARMED, S.RUNNING) and self._stop_reason is None:
             self.states.to(S.TAKEOVER, f"takeover by {sample.source}: {sample.reason}".rstrip(": "))
             state_now = S.TAKEOVER
@@ -410,6 +416,42 @@ class Controller:
                 self.request_stop(f"no chunk within {self.first_chunk_timeout_s:g} s of arming "
                                   f"({self._infer_error or self._waiting_for()})")
         return "hold"
+
+    def _usable_target(self, sample: Any, shape: tuple[int, ...]) -> bool:
+        """Whether an engaged teleop sample's target has the robot's joints (``shape``) and is
+        finite; an unusable one counts as disengaged (``stats.teleop_rejected``, logged once).
+        Checked once per sample (samples are immutable)."""
+        if sample is self._checked_sample:
+            return self._checked_ok
+        target = sample.target
+        ok = target.shape == shape and bool(np.isfinite(target).all())
+        self._checked_sample, self._checked_ok = sample, ok
+        if not ok:
+            self.stats.teleop_rejected += 1
+            if not self._teleop_rejected_logged:
+                self._teleop_rejected_logged = True
+                log.warning("teleop %s sent a target of shape %s%s for %d joints: ignored (not "
+                            "a takeover; logged once, counted in teleop_rejected)",
+                            sample.source, target.shape,
+                            "" if target.shape != shape else " that is not finite", shape[0])
+        return ok
+
+    def _check_teleop(self, teleop: Any, config: RobotConfig) -> None:
+        """Refuse a person's device that knows other joints than the robot's; warn when its
+        rate lets samples age past ``teleop_max_age_s`` (takeovers would flicker)."""
+        check_joints = getattr(teleop, "check_joints", None)
+        if check_joints is not None:
+            try:
+                check_joints(config.joint_names)
+            except EdgeError as err:
+                raise ControllerError(f"the teleop device cannot lead this robot: {err}") from err
+        rate_hz = getattr(teleop, "rate_hz", None)
+        if isinstance(rate_hz, (int, float)) and rate_hz > 0 \
+                and 2.0 / rate_hz > self.teleop_max_age_s:
+            log.warning("teleop device %s reads at %g Hz: its samples reach %.0f ms of age, over "
+                        "the %.0f ms a takeover follows ([teleop] max_sample_age_ms); raise its "
+                        "rate_hz or that limit", getattr(teleop, "url", teleop), rate_hz,
+                        2000.0 / rate_hz, self.teleop_max_age_s * 1000)
 
     def _start_blend(self, t: float) -> None:
         """Hand over smoothly: for ``handover_s`` the command moves from where it is to the new
@@ -562,6 +604,7 @@ class Controller:
             "safety_clamps": self.stats.safety_clamps,
             "largest_command_step": self.stats.largest_step,
             "source_steps": dict(self.stats.source_steps),
+            "teleop_rejected": self.stats.teleop_rejected,
             "transitions": [(t.source.name, t.target.name, t.reason)
                             for t in self.states.history],
             "backend": getattr(self.engine, "backend", "?"),

@@ -51,6 +51,9 @@ def open_robot_bus(
         if url.startswith(DYNAMIXEL_PREFIX):  # servos know no joint names: the config's
             from firmware_bridge.dynamixel.bus import DynamixelBus
 
+            if "watchdog_ms=" not in url:  # the servos have none: the bus keeps the config's
+                url += ("&" if "?" in url else "?") + \
+                    f"watchdog_ms={int(config.safety.watchdog_timeout_ms)}"
             bus = DynamixelBus(url, joint_names=config.joint_names, **timeouts)
         else:
             bus = MotorBus(url, **timeouts)

@@ -4,9 +4,15 @@ servos, and the dynamixel:// bus against the emulator as a separate process on a
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import signal
 import sys
+import threading
 import time
+import tty
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +33,7 @@ from firmware_bridge.dynamixel.packet import (
     unstuff,
 )
 from firmware_bridge.emulator.process import EmulatorProcess
-from firmware_bridge.errors import DeviceRejectedError, EdgeError
+from firmware_bridge.errors import DeviceRejectedError, DeviceTimeoutError, EdgeError, LinkError
 from firmware_bridge.messages import Calibration, FaultCode, Mode
 
 sdk = pytest.importorskip("dynamixel_sdk", reason="the dynamixel extra is not installed")
@@ -143,10 +149,12 @@ def _emulator(tmp_path, *args: str, link: str | None = None) -> EmulatorProcess:
                                    *args))
 
 
-def _bus(url: str, tmp_path, **kw) -> DynamixelBus:
+def _bus(url: str, tmp_path, *, watchdog_ms: float = 1000, extra: str = "", **kw) -> DynamixelBus:
+    """Generous watchdog: a test stalled by other runs on these cores must not trip it."""
     kw.setdefault("cycle_timeout_ms", CYCLE_MS)
     kw.setdefault("request_timeout_ms", REQUEST_MS)
-    return DynamixelBus(f"{url}&baud=4000000&calibration={tmp_path}/cal.json", **kw)
+    return DynamixelBus(f"{url}&baud=4000000&calibration={tmp_path}/cal.json"
+                        f"&watchdog_ms={watchdog_ms}{extra}", **kw)
 
 
 def _state(bus: DynamixelBus, tries: int = 20):
@@ -155,6 +163,16 @@ def _state(bus: DynamixelBus, tries: int = 20):
         if state is not None:
             return state
     raise AssertionError(f"no state: {bus.last_error}")
+
+
+def _state_within(bus: DynamixelBus, seconds: float):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        state = bus.read_state()
+        if state is not None:
+            return state
+        time.sleep(0.01)
+    raise AssertionError(f"no state within {seconds} s: {bus.last_error}")
 
 
 def _track(bus: DynamixelBus, target: np.ndarray, seconds: float = 0.6):
@@ -312,6 +330,39 @@ def test_when_estop_is_latched_expect_hold_rejected_modes_and_ignored_setpoints(
             bus.set_mode(Mode.POSITION)
         bus.clear_fault()
         assert _state(bus).mode == Mode.HOLD
+        assert not Path(bus.health()["estop_latch_file"]).exists()
+
+
+def test_when_the_process_restarts_after_an_estop_expect_it_still_latched_until_cleared(
+    tmp_path,
+):
+    with _emulator(tmp_path) as emu:
+        with _bus(emu.host_url, tmp_path) as bus:
+            bus.connect()
+            bus.set_mode(Mode.POSITION)
+            bus.estop("operator pressed the pedal")
+        # a new process on the same chain (estop=off: its e-stop switches torque off)
+        with _bus(emu.host_url, tmp_path, extra="&estop=off") as bus:
+            bus.connect()
+            state = _state(bus)
+            assert state.mode == Mode.ESTOP and state.fault == FaultCode.ESTOP
+            latch = Path(bus.health()["estop_latch_file"])
+            assert latch == tmp_path / "cal.estop.json" and latch.exists()  # beside cal.json
+            assert "operator pressed the pedal" in bus.faults[-1].detail
+            torque = [bus._ph.read1ByteTxRx(bus._port, i, ct.TORQUE_ENABLE)[0]
+                      for i in range(1, 8)]
+            assert torque == [0] * 7
+            with pytest.raises(DeviceRejectedError, match="CLEAR_FAULT"):
+                bus.set_mode(Mode.POSITION)
+            bus.clear_fault()
+            assert _state(bus).mode == Mode.HOLD and not latch.exists()
+        with _bus(emu.host_url, tmp_path) as bus:
+            bus.connect()
+            assert _state(bus).mode == Mode.HOLD  # cleared for good
+        latch.write_text("{ torn")  # a latch file that cannot be read still latches
+        with _bus(emu.host_url, tmp_path) as bus:
+            bus.connect()
+            assert _state(bus).mode == Mode.ESTOP
 
 
 def test_when_robot_config_names_an_emulated_dynamixel_bus_expect_it_opens(tmp_path):
@@ -367,4 +418,256 @@ def test_when_the_emulator_unplugs_expect_cycles_to_resume(tmp_path):
             time.sleep(0.02)
         state = bus.read_state() or bus.read_state()
         assert state is not None and bus.health()["reconnects"] >= 1
-        assert state.mode == Mode.POSITION  # the servos stayed powered: still tracking
+        # the host's watchdog held the arm when the link went: no goal moves it until POSITION
+        # is requested again (the controller sees HOLD and faults, as with firmware)
+        assert state.mode == Mode.HOLD and bus.health()["watchdog_holds"] == 1
+        held = _track(bus, state.position + 0.2, 0.2)
+        assert held.mode == Mode.HOLD
+        assert np.allclose(held.position, state.position, atol=0.01)
+        bus.set_mode(Mode.POSITION)
+        moved = _track(bus, state.position + 0.2, 0.4)
+        assert np.allclose(moved.position, state.position + 0.2, atol=2 * ct.RAD_PER_TICK)
+
+
+def test_when_no_cycle_succeeds_within_the_watchdog_time_expect_hold_until_position_again(
+    tmp_path,
+):
+    with _emulator(tmp_path) as emu, _bus(emu.host_url, tmp_path, watchdog_ms=300) as bus:
+        bus.connect()
+        bus.set_mode(Mode.POSITION)
+        home = _state(bus).position.astype(np.float64)
+        time.sleep(0.6)  # the host goes quiet for longer than the watchdog time
+        state = _track(bus, home + 0.5, 0.2)
+        assert state.mode == Mode.HOLD
+        assert np.allclose(state.position, home, atol=0.01)
+        assert bus.health()["watchdog_holds"] == 1 and bus.health()["watchdog_ms"] == 300
+        port, ph = bus._port, bus._ph
+        goals = [ph.read4ByteTxRx(port, i, ct.GOAL_POSITION)[0] for i in range(1, 8)]
+        assert np.allclose(ct.ticks_to_rad(np.array(goals)), home, atol=0.01)
+        bus.set_mode(Mode.POSITION)
+        state = _track(bus, home + 0.2, 0.4)
+        assert state.mode == Mode.POSITION
+        assert np.allclose(state.position, home + 0.2, atol=2 * ct.RAD_PER_TICK)
+
+
+def test_when_estop_off_is_latched_while_the_link_is_down_expect_torque_off_after_reconnect(
+    tmp_path,
+):
+    link = str(tmp_path / "ttyDXL")
+    with _emulator(tmp_path, "--unplug-ms", "300", link=link) as emu, \
+            _bus(emu.host_url, tmp_path, extra="&estop=off", reconnect_interval_s=0.05) as bus:
+        bus.connect()
+        bus.set_mode(Mode.HOLD)
+        emu.signal(signal.SIGUSR2)
+        time.sleep(0.1)
+        bus.read_state()  # finds the port gone
+        with pytest.raises((LinkError, DeviceTimeoutError)):
+            bus.estop("pedal")
+        deadline = time.monotonic() + 10
+        state = None
+        while state is None and time.monotonic() < deadline:
+            state = bus.read_state()
+            time.sleep(0.02)
+        assert state is not None, bus.last_error
+        assert state.mode == Mode.ESTOP
+        torque = [bus._ph.read1ByteTxRx(bus._port, i, ct.TORQUE_ENABLE)[0] for i in range(1, 8)]
+        assert torque == [0] * 7
+
+
+# -- the bus against servos that misbehave on purpose (a ServoChain on a pty in a thread) -----
+class PtyServos:
+    """:class:`ServoChain` answering on a real pseudo-terminal, reached through a symbolic
+    link that :meth:`replug` points at a fresh pty (as an unplugged adapter comes back).
+    ``answer(packet)`` may answer in the chain's place (None: the chain answers);
+    ``silent`` drops every status packet."""
+
+    def __init__(self, link: Path, ids=(1, 2, 3)) -> None:
+        self.chain = ServoChain(list(ids))
+        self.link = link
+        self.answer = None
+        self.silent = False
+        self._fds: tuple[int, int] | None = None
+        self._thread: threading.Thread | None = None
+        self.replug()
+
+    def url(self) -> str:
+        ids = ",".join(str(i) for i in self.chain.ids)
+        return f"dynamixel://{self.link}?ids={ids}"
+
+    def replug(self) -> None:
+        self.unplug()
+        master, slave = pty.openpty()
+        tty.setraw(slave)
+        tmp = self.link.with_name(self.link.name + ".new")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(os.ttyname(slave))
+        os.replace(tmp, self.link)
+        self._fds = (master, slave)
+        self._thread = threading.Thread(target=self._serve, args=(master,), daemon=True)
+        self._thread.start()
+
+    def unplug(self) -> None:
+        if self._fds is not None:
+            fds, self._fds = self._fds, None
+            for fd in fds:
+                os.close(fd)
+            self._thread.join(timeout=5)
+
+    def _serve(self, master: int) -> None:
+        decoder = PacketDecoder()
+        while self._fds is not None and self._fds[0] == master:
+            try:
+                ready, _, _ = select.select([master], [], [], 0.02)
+                data = os.read(master, 4096) if ready else b""
+            except (OSError, ValueError):
+                return
+            for packet in decoder.feed(data):
+                answer = self.answer
+                replies = answer(packet) if answer is not None else None
+                if replies is None:
+                    replies = [raw for _, raw in self.chain.handle(packet)]
+                if replies and not self.silent:
+                    try:
+                        os.write(master, b"".join(replies))
+                    except OSError:
+                        return
+
+    def goals(self) -> list[int]:
+        return [ct.read_int(t, ct.GOAL_POSITION, 4, signed=True) for t in self.chain.tables]
+
+    def torque(self) -> list[int]:
+        return [t[ct.TORQUE_ENABLE] for t in self.chain.tables]
+
+
+@pytest.fixture
+def servos(tmp_path):
+    chain = PtyServos(tmp_path / "ttyPTY")
+    yield chain
+    chain.unplug()
+
+
+def _pty_bus(servos: PtyServos, tmp_path, **kw) -> DynamixelBus:
+    kw.setdefault("cycle_timeout_ms", CYCLE_MS)
+    kw.setdefault("request_timeout_ms", REQUEST_MS)
+    return DynamixelBus(f"{servos.url()}&calibration={tmp_path}/cal.json&watchdog_ms=1000",
+                        joint_names=("a", "b", "c"), **kw)
+
+
+def _servo_2_answers(servos: PtyServos, replacement: bytes, times: int | None = None):
+    """An answer: servo 2's sync-read reply becomes ``replacement`` (``times`` times)."""
+    left = [times]
+
+    def answer(packet):
+        if packet.instruction != Instruction.SYNC_READ or left[0] == 0:
+            return None
+        if left[0] is not None:
+            left[0] -= 1
+        replies = [raw for _, raw in servos.chain.handle(packet)]
+        return [replacement if PacketDecoder().feed(r)[0].id == 2 else r for r in replies]
+
+    return answer
+
+
+@pytest.mark.parametrize(("reply", "says"), [
+    (status(2, StatusError.ACCESS), "error ACCESS"),  # an error code and no data
+    (status(2, 0, bytes(6)), "6 data bytes"),  # short: the SDK's slice would take the CRC
+    (status(2, StatusError.DATA_RANGE, bytes(8)), "error DATA_RANGE"),  # error, full length
+], ids=["error-no-data", "short-data", "error-full-data"])
+def test_when_a_sync_read_reply_is_an_error_or_short_expect_a_failed_read_never_a_position(
+    servos, tmp_path, reply, says,
+):
+    with _pty_bus(servos, tmp_path, retries=1) as bus:
+        bus.connect()
+        start = _state(bus)
+        assert np.allclose(start.position, 0.0, atol=1e-3)
+        goals = servos.goals()
+        servos.answer = _servo_2_answers(servos, reply)
+        assert bus.read_state() is None
+        assert says in bus.last_error and "servo 2 (b)" in bus.last_error
+        assert bus.health()["status_errors"] >= 2  # the read and its retry
+        with pytest.raises(DeviceTimeoutError, match=says):
+            bus.set_mode(Mode.HOLD)  # needs the present position: it has none
+        assert servos.torque() == [0, 0, 0] and servos.goals() == goals
+        servos.answer = _servo_2_answers(servos, reply, times=1)  # one bad reply: the retry reads
+        state = bus.read_state()
+        assert state is not None and np.allclose(state.position, start.position)
+
+
+def test_when_a_goal_is_beyond_what_goal_position_holds_expect_a_fault_and_nothing_sent(
+    servos, tmp_path,
+):
+    for t in servos.chain.tables:
+        t[ct.OPERATING_MODE] = 4  # extended position: no limits clip the goal
+    with _pty_bus(servos, tmp_path) as bus:
+        bus.connect()
+        bus.set_mode(Mode.POSITION)
+        goals = servos.goals()
+        state = bus.exchange(np.array([0.1, 1e12, 0.1]), 10_000)
+        assert state is not None
+        assert state.mode == Mode.FAULT and state.fault == FaultCode.BAD_SETPOINT
+        assert servos.goals() == goals  # not wrapped through 32 bits into some other goal
+        assert "beyond" in bus.faults[-1].detail
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"homing_offset": [0.0, float("nan"), 0.0]}, "homing_offset is not finite"),
+    ({"position_max": [1.0, float("inf"), 1.0]}, "position_max is not finite"),
+    ({"drive_sign": [1, 2, -1]}, "+1 and -1"),
+    ({"position_min": [-1.0, -1.0]}, "position_min has 2 values"),
+], ids=["nan-offset", "inf-limit", "sign-2", "short-vector"])
+def test_when_a_calibration_is_malformed_expect_bad_request_and_nothing_stored(
+    servos, tmp_path, change, says,
+):
+    good = {"homing_offset": [0.0] * 3, "drive_sign": [1, -1, 1],
+            "position_min": [-1.0] * 3, "position_max": [1.0] * 3}
+    fields = {k: np.array(v) for k, v in {**good, **change}.items()}
+    with _pty_bus(servos, tmp_path) as bus:
+        bus.connect()
+        with pytest.raises(DeviceRejectedError, match="BAD_REQUEST") as err:
+            bus.write_calibration(Calibration(**fields, calibration_id="x"))
+        assert says in str(err.value)
+        bus.write_calibration(Calibration(**{k: np.array(v) for k, v in good.items()}))
+    assert json.loads((tmp_path / "cal.json").read_text())["calibration"]["drive_sign"] == [
+        1, -1, 1]
+
+
+def test_when_a_servo_refuses_set_up_after_a_reconnect_expect_none_then_recovery(
+    servos, tmp_path,
+):
+    def refuse_writes(packet):
+        if packet.instruction == Instruction.WRITE and packet.id == 2:
+            return [status(2, StatusError.ACCESS)]
+        return None
+
+    with _pty_bus(servos, tmp_path, reconnect_interval_s=0.02) as bus:
+        bus.connect()
+        servos.chain.tables[1][ct.RETURN_DELAY_TIME] = 250  # set up again at reconnect
+        servos.answer = refuse_writes
+        servos.replug()
+        for _ in range(20):  # a DeviceRejectedError must not escape the cycle
+            assert bus.read_state() is None
+            time.sleep(0.01)
+        assert "refused writing Return_Delay_Time" in bus.last_error
+        servos.answer = None
+        assert _state_within(bus, 5.0) is not None
+        assert bus.health()["reconnects"] == 1
+
+
+def test_when_the_port_reopens_but_servos_are_silent_expect_each_cycle_short(servos, tmp_path):
+    # set-up with these timeouts would wait 3 servos x 3 tries x 300 ms per attempt
+    with _pty_bus(servos, tmp_path, request_timeout_ms=300, retries=2,
+                  reconnect_interval_s=0.02) as bus:
+        bus.connect()
+        servos.silent = True
+        servos.replug()
+        longest = 0.0
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            t0 = time.monotonic()
+            assert bus.read_state() is None
+            longest = max(longest, time.monotonic() - t0)
+            time.sleep(0.01)
+        assert longest < 0.6, f"a cycle blocked {longest:.2f} s on silent servos"
+        assert "did not answer a ping" in bus.last_error
+        servos.silent = False
+        assert _state_within(bus, 5.0) is not None

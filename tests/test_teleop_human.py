@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
+import sys
 import termios
 import threading
 import time
@@ -21,11 +22,20 @@ from firmware_bridge.emulator.process import EmulatorProcess
 from firmware_bridge.emulator.sim_link import SimClient
 from firmware_bridge.errors import EdgeError
 from ramp_edge.config import load_config
-from ramp_edge.controller import Controller, StepRecord
-from ramp_edge.teleop import TeleopError, TeleopUrlError, open_teleop
-from ramp_edge.teleop.evdev_device import EV_ABS, EV_KEY, EV_SYN, EVENT, SYN_DROPPED
+from ramp_edge.controller import Controller, ControllerError, StepRecord
+from ramp_edge.teleop import TeleopDevice, TeleopError, TeleopSample, TeleopUrlError, open_teleop
+from ramp_edge.teleop.evdev_device import (
+    EV_ABS,
+    EV_KEY,
+    EV_SYN,
+    EVENT,
+    SYN_DROPPED,
+    EvdevReader,
+    EvdevTrigger,
+)
+from ramp_edge.teleop.human import HumanDevice
 from ramp_edge.teleop.keyboard import key_tokens
-from ramp_edge.teleop.leader_arm import split_leader_url
+from ramp_edge.teleop.leader_arm import LeaderArmDevice, split_leader_url
 
 BTN_SOUTH, BTN_MODE, ABS_X, ABS_Y = 0x130, 0x13C, 0x00, 0x01
 # Replies may be slow on a shared 2-core machine: a generous leader state timeout (ms).
@@ -261,8 +271,27 @@ def test_when_the_device_fails_expect_the_terminal_restored_before_close(termina
     assert termios.tcgetattr(slave) == before
 
 
-def test_when_bytes_mix_keys_and_escape_sequences_expect_only_keys():
-    assert key_tokens(b" q\x1b[1;5Aw\x1bOPx\x1b") == [" ", "q", "w", "x", "esc"]
+def test_when_bytes_mix_keys_and_arrow_key_sequences_expect_only_keys():
+    assert key_tokens(b" q\x1b[Aw\x1bODx\x1b") == [" ", "q", "w", "x", "esc"]
+    assert key_tokens(b"\x1b[A\x1b[B\x1b[C\x1b[D\x1bOA\x1bOB\x1bOC\x1bOD") == []
+
+
+@pytest.mark.parametrize("data", [
+    b"\x1b[", b"\x1bO", b"\x1b[q", b"\x1bOq", b"\x1b[1;5A", b"\x1bOP", b"\x1b\x1b[A", b"\x1b[\x1b",
+])
+def test_when_esc_is_followed_by_anything_but_an_arrow_key_sequence_expect_an_estop(data):
+    assert key_tokens(data)[0] == "esc"
+
+
+def test_when_esc_and_a_bracket_arrive_in_one_read_expect_the_keyboard_estop(terminal):
+    master, _slave, path = terminal
+    with open_teleop(f"keyboard://{path}") as dev:
+        dev.set_follower(REST)
+        os.write(master, b" ")
+        assert wait_for(lambda: dev.engaged_sample() is not None)
+        os.write(master, b"\x1b[")  # Esc, then "[" typed at once: not an arrow key
+        assert wait_for(lambda: not dev.latest().engaged)
+        assert "Esc" in dev.take_estop_request()
 
 
 # -- the leader arm on its own emulator ----------------------------------------------------------
@@ -456,3 +485,232 @@ def test_when_the_config_has_a_teleop_section_expect_the_controller_to_use_its_t
     assert load_config().teleop.url == ""  # the built-in robot has no takeover device
     with pytest.raises(ConfigError, match="handover_s must be >= 0"):
         parse_config(text + "\n[teleop]\nhandover_s = -1\n", "test.toml")
+
+
+# -- e-stop requests are never lost ---------------------------------------------------------------
+class Unstarted(HumanDevice):
+    """A person's device whose thread never starts: the test plays the device thread."""
+
+    def __init__(self) -> None:
+        super().__init__("unstarted", "unstarted://")
+
+    def _poll(self):
+        return None
+
+
+def test_when_an_estop_is_filed_at_any_point_of_a_take_expect_a_take_to_report_it():
+    """Every interleaving of one filing with one take: the filing runs at the k-th bytecode
+    instruction of take_estop_request (where the GIL may hand over to the device thread), for
+    every k. A take made then, or the next one, must report it."""
+    take_code = HumanDevice.take_estop_request.__code__
+    k = 0
+    while True:
+        dev = Unstarted()
+        dev.request_estop("first")
+        executed = [0]
+
+        def on_call(frame, event, arg, dev=dev, executed=executed, k=k):
+            if frame.f_code is not take_code:
+                return None
+            frame.f_trace_opcodes = True
+
+            def on_opcode(frame, event, arg):
+                if event == "opcode":
+                    if executed[0] == k:
+                        dev.request_estop("second")  # the device thread, preempting here
+                    executed[0] += 1
+                return on_opcode
+
+            return on_opcode
+
+        previous = sys.gettrace()
+        sys.settrace(on_call)
+        try:
+            first = dev.take_estop_request()
+        finally:
+            sys.settrace(previous)
+        if executed[0] <= k:  # the take ran to its end before point k: all points tried
+            break
+        second = dev.take_estop_request()
+        assert "second" in (first, second), f"a request filed at instruction {k} was lost"
+        assert first is not None and dev.take_estop_request() is None  # then nothing pending
+        k += 1
+    assert k >= 4  # the take was traced instruction by instruction
+
+
+# -- a device's joints and targets ---------------------------------------------------------------
+class FixedTarget(TeleopDevice):
+    """A device that always wants control with one fixed target (a broken backend)."""
+
+    def __init__(self, target: np.ndarray) -> None:
+        super().__init__("fixed", "fixed://")
+        self.target = target
+        self.start()
+
+    def _poll(self) -> TeleopSample:
+        return TeleopSample(time.monotonic(), True, self.target, "fixed", "wants control")
+
+
+@pytest.mark.parametrize("target", [np.zeros(6), np.array([0.3]), np.full(7, np.nan)],
+                         ids=["6 joints", "1 element", "not finite"])
+def test_when_a_device_target_has_the_wrong_shape_or_is_not_finite_expect_no_takeover(
+    target, caplog,
+):
+    def person(controller: Controller) -> None:
+        assert wait_for(lambda: controller.states.state.name == "RUNNING", 10.0), "no policy"
+        time.sleep(0.3)
+
+    with FixedTarget(target) as dev, caplog.at_level("WARNING", "ramp_edge.controller"):
+        summary, steps = run_controller(dev, 30.0, person)
+    assert summary["final_state"] == "IDLE"
+    assert "TAKEOVER" not in {b for _, b, _ in summary["transitions"]}
+    assert "human" not in summary["source_steps"]
+    assert summary["teleop_rejected"] >= 1
+    warned = [r for r in caplog.records if "teleop_rejected" in r.getMessage()]
+    assert len(warned) == 1  # once, however many samples
+    assert max(abs(s.command - REST).max() for s in steps) < 1e-6  # the policy held still
+
+
+@pytest.fixture
+def small_leader(tmp_path):
+    """A leader arm with 6 joints (an emulator process), for a robot with 7."""
+    url = f"leader+emulator+pty://{tmp_path}/leader6?{LOADED}joints=6&trigger=always"
+    with open_teleop(url) as dev:
+        yield dev
+
+
+def test_when_the_leader_has_other_joints_than_the_robot_expect_it_refused(small_leader):
+    config = load_config()
+    with pytest.raises(TeleopError, match="moves 6 joints, the robot has 7"):
+        small_leader.check_joints(config.joint_names)
+    with pytest.raises(ControllerError, match="cannot lead this robot") as info:
+        Controller(config, MotorBus("sim://"), SteadyEngine(), lambda s, i: s.position,
+                   teleop=small_leader)
+    assert "\n" not in str(info.value)
+    small_leader.set_follower(REST)  # fed anyway: the device stops rather than lead
+    assert wait_for(lambda: small_leader.error is not None)
+    assert "has 6 joints, the follower 7" in str(small_leader.error)
+    assert small_leader.engaged_sample() is None
+
+
+def test_when_the_leader_names_other_joints_expect_a_clear_error_at_open(leader_emulator):
+    host_url, _hand = leader_emulator
+    names = [f"j{i}" for i in range(7)]
+    with pytest.raises(TeleopError, match=r"reports joints \['shoulder_pan'.*the robot has"):
+        LeaderArmDevice(f"leader+{host_url}?{LOADED}trigger=always", joint_names=names)
+    with LeaderArmDevice(f"leader+{host_url}?{LOADED}trigger=always",
+                         joint_names=load_config().joint_names) as dev:
+        dev.check_joints(load_config().joint_names)  # the same joints: accepted
+        with pytest.raises(TeleopError, match="reports joints"):
+            dev.check_joints(names)
+
+
+# -- the leader's keyboard trigger ----------------------------------------------------------------
+def test_when_esc_is_pressed_again_after_a_leader_estop_expect_every_press_forwarded(
+    leader_emulator, terminal,
+):
+    master, _slave, path = terminal
+    host_url, _hand = leader_emulator
+    with open_teleop(f"leader+{host_url}?{LOADED}trigger=keyboard://{path}") as dev:
+        for press in range(3):
+            os.write(master, b"\x1b")
+            got: list[str | None] = []
+            assert wait_for(lambda got=got: got.append(dev.take_estop_request()) or any(got))
+            assert "Esc" in next(r for r in got if r), press
+            assert wait_for(lambda: dev.phase == "estop" and not dev.latest().engaged)
+        assert dev.error is None
+
+
+def test_when_a_leader_with_a_keyboard_trigger_fails_expect_the_terminal_restored_at_once(
+    leader_emulator, terminal,
+):
+    _master, slave, path = terminal
+    host_url, _hand = leader_emulator
+    before = termios.tcgetattr(slave)
+    url = (f"leader+{host_url}?{LOADED}trigger=keyboard://{path}&sync=1&sync_speed=0.1"
+           "&sync_timeout_s=0.3")
+    with open_teleop(url) as dev:
+        assert termios.tcgetattr(slave) != before  # cbreak while it runs
+        dev.set_follower(pose(1.0))  # too far for the timeout: the leader fails
+        assert wait_for(lambda: dev.error is not None)
+        assert wait_for(lambda: termios.tcgetattr(slave) == before)  # before close
+
+
+# -- a leader built from DYNAMIXEL servos ---------------------------------------------------------
+def test_when_the_leader_bus_is_dynamixel_expect_it_opened_as_the_robot_bus_is(tmp_path):
+    with pytest.raises(TeleopError, match="cannot use the leader arm") as info:
+        open_teleop(f"leader+dynamixel://{tmp_path}/no-port?ids=1-7&trigger=always")
+    assert "\n" not in str(info.value)
+    with open_teleop(f"leader+emulator+dynamixel+pty://{tmp_path}/dxl?ids=1-7&{LOADED}"
+                     "trigger=always") as dev:
+        assert wait_for(lambda: dev.engaged_sample() is not None, 5.0), dev.latest()
+        assert dev.n_joints == 7 and dev.joint_names is None  # servos know no names
+        target = dev.engaged_sample().target
+        assert target.shape == (7,) and np.all(np.abs(target) < 0.1)  # where the servos rest
+        dev.check_joints(load_config().joint_names)  # the count matches
+
+
+# -- evdev: lost events ----------------------------------------------------------------------------
+class KernelKeys(EvdevReader):
+    """A reader whose device answers EVIOCGKEY with ``down`` held (what a kernel input device
+    does; a FIFO cannot, and this machine has no /dev/uinput to make one)."""
+
+    def __init__(self, path: str, watch: tuple[int, ...], down: set[int]) -> None:
+        super().__init__(path, watch)
+        self.down = down
+
+    def _key_bits(self) -> bytes:
+        bits = bytearray(0x300 // 8)
+        for code in self.down:
+            bits[code // 8] |= 1 << (code % 8)
+        return bytes(bits)
+
+
+def test_when_an_estop_press_is_lost_in_an_overflow_expect_it_read_back_and_requested(fifo):
+    trigger = EvdevTrigger(f"evdev://{fifo}?button=BTN_SOUTH&estop=BTN_MODE")
+    fd = None
+    try:
+        reader = KernelKeys(fifo, trigger.reader.watch, {BTN_MODE})
+        trigger.reader.close()
+        trigger.reader = reader
+        fd = os.open(fifo, os.O_WRONLY)
+        os.write(fd, event(EV_KEY, BTN_SOUTH, 1) + syn())
+        assert trigger.update() and trigger.take_estop_request() is None
+        # The e-stop press (and the takeover button's release) were lost; the kernel says so.
+        os.write(fd, event(EV_SYN, SYN_DROPPED, 0) + syn())
+        reader.down = {BTN_MODE}
+        assert not trigger.update()
+        assert "e-stop button" in trigger.take_estop_request()
+        os.write(fd, event(EV_SYN, SYN_DROPPED, 0) + syn())  # nothing changed meanwhile
+        assert not trigger.update()
+        assert trigger.take_estop_request() is None  # the same press, still held: not again
+    finally:
+        if fd is not None:
+            os.close(fd)
+        trigger.close()
+
+
+def test_when_events_are_lost_and_the_key_state_cannot_be_read_expect_an_estop(evdev_writer):
+    dev, fd = evdev_writer("button=BTN_SOUTH&estop=BTN_MODE")
+    dev.set_follower(REST)
+    os.write(fd, event(EV_KEY, BTN_SOUTH, 1) + syn())
+    assert wait_for(lambda: dev.engaged_sample() is not None)
+    os.write(fd, event(EV_SYN, SYN_DROPPED, 0))  # a FIFO cannot answer EVIOCGKEY
+    assert wait_for(lambda: not dev.latest().engaged)
+    assert "cannot be read" in dev.take_estop_request()
+
+
+# -- the device's rate against the sample age limit ------------------------------------------------
+def test_when_a_device_reads_too_slowly_for_the_sample_age_limit_expect_a_warning(
+    terminal, caplog,
+):
+    _master, _slave, path = terminal
+    config = load_config()  # max_sample_age_ms = 200 by default
+    for rate_hz, warned in ((5, True), (50, False)):
+        caplog.clear()
+        with open_teleop(f"keyboard://{path}?rate_hz={rate_hz}") as dev, \
+                caplog.at_level("WARNING", "ramp_edge.controller"):
+            Controller(config, MotorBus("sim://"), SteadyEngine(), lambda s, i: s.position,
+                       teleop=dev)
+        hits = [r for r in caplog.records if "max_sample_age_ms" in r.getMessage()]
+        assert bool(hits) is warned, (rate_hz, caplog.text)

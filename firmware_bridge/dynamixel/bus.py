@@ -16,18 +16,28 @@ here, on the host:
 - calibration (homing offset, drive sign, limits; raw radians = (ticks - 2048) 2 pi / 4096)
   is applied with firmware's formulas; it is stored on the host per port
   (:mod:`firmware_bridge.dynamixel.calibration_store`);
-- there is no command watchdog on the servos: a host that stops sending leaves each servo
-  holding its last Goal_Position.
+- there is no command watchdog on the servos (a host that stops sending leaves each servo
+  holding its last Goal_Position), so the bus keeps firmware's on the host: when the link is
+  lost, or no cycle succeeded for ``watchdog_ms``, POSITION drops to HOLD (Goal_Position :=
+  the present position at the next cycle that reaches the servos) and POSITION must be
+  requested again; the controller sees HOLD and faults, as with firmware;
+- a sync-read reply with an error code or the wrong data length is a failed read, never a
+  position;
+- the e-stop latch outlives the process: it is stored beside the calibration store
+  (:mod:`firmware_bridge.dynamixel.latch_store`) until cleared; an e-stop that cannot reach
+  the servos (link down) is applied when they answer again.
 
 At connect every servo is pinged (a missing one is named), its EEPROM read, its
 Return_Delay_Time set to 0 (when torque is off; EEPROM is locked otherwise) and the USB
 latency timer checked. Requests (mode, e-stop, calibration) are retried ``retries`` times per
-servo; a lost port is reopened in the background of later calls, as for MotorBus.
+servo; a lost port is reopened in the background of later calls, as for MotorBus (one short
+attempt per call: a servo that does not answer one ping within ``cycle_timeout_ms`` ends it).
 
 URL parameters: ``baud`` (default 1000000), ``ids`` (``1,2,3`` or ``1-7``, joint order),
 ``model`` (family, e.g. ``xl330``, ``xm430``; checked against each servo's model number),
 ``estop`` (``hold`` | ``off``), ``calibration`` (path of the calibration store),
-``latency_ms`` (USB latency allowance per reply, default 1 for a timer of 1 ms).
+``latency_ms`` (USB latency allowance per reply, default 1 for a timer of 1 ms),
+``watchdog_ms`` (the host-side command watchdog, default 100).
 Needs the ``dynamixel`` extra (``dynamixel-sdk``).
 """
 
@@ -47,6 +57,7 @@ import numpy as np
 from firmware_bridge import PROTOCOL_VERSION
 from firmware_bridge.dynamixel import control_table as ct
 from firmware_bridge.dynamixel.calibration_store import (
+    CalibrationStoreError,
     ServoIdentity,
     default_store_path,
     load_calibration,
@@ -58,6 +69,7 @@ from firmware_bridge.dynamixel.errors import (
     ServoMissingError,
     ServoSetupError,
 )
+from firmware_bridge.dynamixel.latch_store import clear_latch, latch_path, load_latch, save_latch
 from firmware_bridge.dynamixel.packet import ALERT, StatusError
 from firmware_bridge.errors import (
     DeviceRejectedError,
@@ -84,6 +96,9 @@ SDK_BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000, 
 DEFAULT_JOINTS = ("shoulder_pan", "shoulder_lift", "elbow", "wrist_flex", "wrist_roll",
                   "wrist_pitch")
 LATENCY_SYSFS = "/sys/bus/usb-serial/devices/{tty}/latency_timer"
+DEFAULT_WATCHDOG_MS = 100.0
+# Status packet layout as the SDK's rxPacket returns it (stuffing removed).
+_PKT_ID, _PKT_LENGTH, _PKT_ERROR, _PKT_DATA = 4, 5, 8, 9
 
 _sdk_cache: dict[str, Any] = {}
 
@@ -130,6 +145,10 @@ def _sdk() -> Any:
         _sdk_cache.update(sdk=dynamixel_sdk, port=Port,
                           io_errors=(serial.SerialException, OSError, termios.error))
     return _sdk_cache["sdk"]
+
+
+def _error_name(code: int) -> str:
+    return StatusError(code).name if code in StatusError._value2member_map_ else str(code)
 
 
 def latency_timer_check(port: str) -> tuple[int | None, str]:
@@ -193,7 +212,11 @@ class DynamixelBus:
             raise TransportUrlError(f"{url}: estop must be hold or off")
         store = parsed.params.get("calibration")
         self.calibration_path = Path(store) if store else default_store_path(self.port_path)
+        self.latch_path = latch_path(self.calibration_path)
         self.latency_ms = parsed.float_param("latency_ms", 1.0)
+        self.watchdog_ms = parsed.float_param("watchdog_ms", DEFAULT_WATCHDOG_MS)
+        if not 0 < self.watchdog_ms < float("inf"):
+            raise TransportUrlError(f"{url}: watchdog_ms must be a positive number of ms")
         n = len(self.ids)
         if joint_names is None:
             arm = [DEFAULT_JOINTS[i] if i < len(DEFAULT_JOINTS) else f"joint_{i}"
@@ -214,6 +237,10 @@ class DynamixelBus:
         self.crc_failures = 0
         self.goal_clamps = 0
         self.hardware_alerts = 0
+        self.status_errors = 0  # sync-read replies with an error code or wrong length
+        self.watchdog_holds = 0
+        self.watchdog_note = ""
+        self.latch_note = ""
         self.latency_timer_ms: int | None = None
         self.latency_note = ""
         self.return_delay_us: list[int] = []
@@ -223,6 +250,9 @@ class DynamixelBus:
         self._next_reconnect = 0.0
         self._mode = Mode.TORQUE_OFF
         self._fault = FaultCode.NONE
+        self._last_ok_s = 0.0  # last successful cycle or mode request (monotonic s)
+        self._hold_pending = False  # Goal_Position := present position at the next read
+        self._estop_pending = False  # the e-stop's action has not reached the servos yet
         self._servos: tuple[ServoIdentity, ...] = ()
         self._raw_lo = np.zeros(n)  # servo limits, ticks
         self._raw_hi = np.zeros(n)
@@ -235,7 +265,12 @@ class DynamixelBus:
     def connect(self) -> Info:
         """Open the port, find every servo and set it up. Raises LinkError, ServoMissingError
         (a servo does not answer), ServoSetupError, DeviceTimeoutError,
-        DynamixelSdkMissingError."""
+        DynamixelSdkMissingError. An e-stop latched before (by this or an earlier process)
+        stays latched: the state reports ESTOP until :meth:`clear_fault`."""
+        stored = load_latch(self.latch_path)
+        if stored is not None and self._mode != Mode.ESTOP:
+            self._latch(Mode.ESTOP, FaultCode.ESTOP, f"e-stop latched before connect: {stored}")
+            self._estop_pending = self.estop_action == "off"  # "hold": leave torque as it is
         self._open()
         try:
             info = self._setup()
@@ -243,6 +278,8 @@ class DynamixelBus:
             self._drop_link()
             raise
         self.info = info
+        self._last_ok_s = time.monotonic()
+        self._retry_estop_action()
         if self.latency_timer_ms is not None and self.latency_timer_ms > 1:
             warnings.warn(f"{self.port_path}: USB latency timer {self.latency_note}",
                           RuntimeWarning, stacklevel=2)
@@ -275,6 +312,7 @@ class DynamixelBus:
         return len(self.ids)
 
     def _drop_link(self) -> None:
+        self._watchdog_hold("the link was lost")
         if self._port is not None:
             try:
                 self._port.closePort()
@@ -291,8 +329,9 @@ class DynamixelBus:
         previous = self._servos
         try:
             self._open()
+            self._probe()
             info = self._setup()
-        except (LinkError, DeviceTimeoutError, ProtocolError) as err:
+        except (LinkError, DeviceTimeoutError, ProtocolError, DeviceRejectedError) as err:
             self.last_error = f"reconnect to {self.port_path} failed: {err}"
             self._drop_link()
             return False
@@ -306,7 +345,19 @@ class DynamixelBus:
         self.info = info
         self.stats.reconnects += 1
         self.last_error = None
+        self._retry_estop_action()
         return True
+
+    def _probe(self) -> None:
+        """One ping per servo with the cycle's timeout, no retries: a reconnect to servos that
+        are silent (port open, power off) ends in milliseconds and is tried again later."""
+        sdk = _sdk_cache["sdk"]
+        for k, dxl_id in enumerate(self.ids):
+            _model, result, _error = self._io(self._ph.ping, dxl_id,
+                                              timeout_ms=self.cycle_timeout_ms)
+            if result != sdk.COMM_SUCCESS:
+                self._note_failure(result)
+                raise DeviceTimeoutError(f"{self._name(k)} did not answer a ping")
 
     def _name(self, k: int) -> str:
         return f"servo {self.ids[k]} ({self.joint_names[k]})"
@@ -340,8 +391,8 @@ class DynamixelBus:
             self._hardware_alert(k)
         code = error & 0x7F
         if code:
-            name = StatusError(code).name if code in StatusError._value2member_map_ else code
-            raise DeviceRejectedError(f"{self._name(k)} refused {what}: {name} error", code)
+            raise DeviceRejectedError(f"{self._name(k)} refused {what}: {_error_name(code)} error",
+                                      code)
 
     def _transact(self, k: int, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         """A request to servo ``k`` with the bus's retries; returns the SDK's data part.
@@ -469,7 +520,7 @@ class DynamixelBus:
             position_min=np.minimum(lo, hi).astype(np.float32),
             position_max=np.maximum(lo, hi).astype(np.float32),
             velocity_max=self._vmax,
-            watchdog_ms=0,  # none: silent host -> each servo holds its last goal
+            watchdog_ms=round(self.watchdog_ms),  # the host's (the servos have none)
             servo_rate_hz=0,  # the servos' own loop rate is not reported
         )
 
@@ -494,10 +545,25 @@ class DynamixelBus:
     def _latched(self) -> bool:
         return self._mode in (Mode.FAULT, Mode.ESTOP)
 
-    def _sync_read(self, timeout_ms: float, tries: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Present position (ticks) and velocity (units) of every servo, or None."""
+    def _rx_status(self, port: Any, dxl_id: int) -> tuple[bytes, int, int]:
+        """The status packet of ``dxl_id``: ``(data, result, error)``. As the SDK's readRx, but
+        the data is the packet's own parameters (readRx slices a fixed length, which runs into
+        the CRC of a short packet)."""
         sdk = _sdk_cache["sdk"]
-        ph, n = self._ph, len(self.ids)
+        while True:
+            rx, result = self._ph.rxPacket(port, False)
+            if result != sdk.COMM_SUCCESS or rx[_PKT_ID] == dxl_id:
+                break
+        if result != sdk.COMM_SUCCESS:
+            return b"", result, 0
+        size = (rx[_PKT_LENGTH] | rx[_PKT_LENGTH + 1] << 8) - 4  # less instruction, error, CRC
+        return bytes(rx[_PKT_DATA: _PKT_DATA + size]), result, rx[_PKT_ERROR]
+
+    def _sync_read(self, timeout_ms: float, tries: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Present position (ticks) and velocity (units) of every servo, or None. A reply with
+        an error code or the wrong data length fails the attempt as a missing one does."""
+        sdk = _sdk_cache["sdk"]
+        n = len(self.ids)
         ticks = np.empty(n)
         vel = np.empty(n)
         for attempt in range(tries):
@@ -509,8 +575,7 @@ class DynamixelBus:
                 self._note_failure(result)
                 continue
             for k, dxl_id in enumerate(self.ids):
-                data, result, error = self._io(ph.readRx, dxl_id, ct.STATE_LENGTH,
-                                               timeout_ms=timeout_ms)
+                raw, result, error = self._io(self._rx_status, dxl_id, timeout_ms=timeout_ms)
                 if result != sdk.COMM_SUCCESS:
                     self._note_failure(result)
                     what = "a bad CRC" if result == sdk.COMM_RX_CORRUPT else "no reply"
@@ -518,18 +583,20 @@ class DynamixelBus:
                     break
                 if error & ALERT:
                     self._hardware_alert(k)
-                raw = bytes(data)
+                code = error & 0x7F
+                if code or len(raw) != ct.STATE_LENGTH:
+                    self.status_errors += 1
+                    what = (f"error {_error_name(code)}" if code
+                            else f"{len(raw)} data bytes, not {ct.STATE_LENGTH},")
+                    self.last_error = f"sync read: {what} in the reply of {self._name(k)}"
+                    break
                 vel[k] = int.from_bytes(raw[0:4], "little", signed=True)
                 ticks[k] = int.from_bytes(raw[4:8], "little", signed=True)
             else:
                 return ticks, vel
         return None
 
-    def _state(self, timeout_ms: float, tries: int) -> State | None:
-        got = self._sync_read(timeout_ms, tries)
-        if got is None:
-            return None
-        ticks, vel = got
+    def _make_state(self, ticks: np.ndarray, vel: np.ndarray) -> State:
         sign = self._cal.drive_sign
         return State(
             mode=self._mode, fault=self._fault,
@@ -538,36 +605,63 @@ class DynamixelBus:
             effort=np.zeros(len(self.ids), np.float32),  # not read: no torque constants
         )
 
+    def _write_goals(self, ticks: np.ndarray) -> None:
+        """One SYNC_WRITE of Goal_Position (ticks, joint order). Raises LinkError."""
+        group = self._group_write
+        for dxl_id, value in zip(self.ids, ticks.astype(np.int64).tolist(), strict=True):
+            group.changeParam(dxl_id, list(ct.u32(value)))
+        self._io(lambda _port: group.txPacket(), timeout_ms=self.cycle_timeout_ms)
+
     def _send_goal(self, position: np.ndarray) -> None:
         target = np.asarray(position, np.float64)
         if target.shape != (len(self.ids),) or not np.all(np.isfinite(target)):
             self._latch(Mode.FAULT, FaultCode.BAD_SETPOINT, "setpoint with wrong size or NaN/inf")
             return
-        ticks = self._to_ticks(target)
+        with np.errstate(over="ignore", invalid="ignore"):
+            ticks = self._to_ticks(target)
+        # beyond what Goal_Position can hold in any mode (it would wrap through 32 bits)
+        if not np.all(np.abs(ticks) <= ct.GOAL_TICKS_MAX):
+            self._latch(Mode.FAULT, FaultCode.BAD_SETPOINT,
+                        f"setpoint beyond +-{ct.GOAL_TICKS_MAX * ct.RAD_PER_TICK:.0f} rad")
+            return
         clipped = np.where(self._clip, np.clip(ticks, self._raw_lo, self._raw_hi), ticks)
         if not np.array_equal(clipped, ticks):
             self.goal_clamps += 1
-        group = self._group_write
-        for dxl_id, value in zip(self.ids, clipped.astype(np.int64).tolist(), strict=True):
-            group.changeParam(dxl_id, list(ct.u32(value)))
-        self._io(lambda _port: group.txPacket(), timeout_ms=self.cycle_timeout_ms)
+        self._write_goals(clipped)
+
+    def _watchdog_hold(self, why: str) -> None:
+        """Firmware's command watchdog, on the host: POSITION -> HOLD where the arm is."""
+        if self._mode == Mode.POSITION:
+            self._mode = Mode.HOLD
+            self._hold_pending = True
+            self.watchdog_holds += 1
+            self.watchdog_note = f"{why}: holding; POSITION must be requested again"
 
     def _cycle(self, position: np.ndarray | None) -> State | None:
         if not self._ensure_link():
             return None
+        silent_s = time.monotonic() - self._last_ok_s
+        if silent_s * 1000 > self.watchdog_ms:
+            self._watchdog_hold(f"no cycle succeeded for {silent_s * 1000:.0f} ms")
         self.stats.requests += 1
         t0 = time.perf_counter_ns()
         try:
+            if self._estop_pending:
+                self._retry_estop_action()
             if position is not None and self._mode == Mode.POSITION:
                 self._send_goal(position)
-            state = self._state(self.cycle_timeout_ms, 1 + self.read_retries)
+            got = self._sync_read(self.cycle_timeout_ms, 1 + self.read_retries)
+            if got is not None and self._hold_pending:
+                self._write_goals(got[0])
+                self._hold_pending = False
         except LinkError:
             return None
-        if state is None:
+        if got is None:
             return None
+        self._last_ok_s = time.monotonic()
         self.stats.replies += 1
         self.stats.add_rtt((time.perf_counter_ns() - t0) / 1000)
-        return state
+        return self._make_state(*got)
 
     def exchange(self, position: np.ndarray, reach_in_us: int,
                  velocity: np.ndarray | None = None) -> State | None:
@@ -588,8 +682,8 @@ class DynamixelBus:
     def _present_ticks(self) -> np.ndarray:
         got = self._sync_read(self.request_timeout_ms, self.retries + 1)
         if got is None:
-            raise DeviceTimeoutError(f"no sync read reply from the servos on {self.port_path} "
-                                     f"({self.last_error})")
+            raise DeviceTimeoutError(f"no usable sync read reply from the servos on "
+                                     f"{self.port_path} ({self.last_error})")
         return got[0]
 
     def _torque_on_here(self) -> None:
@@ -597,6 +691,7 @@ class DynamixelBus:
         ticks = self._present_ticks()
         for k in range(len(self.ids)):
             self._write(k, ct.GOAL_POSITION, ct.u32(int(ticks[k])), "Goal_Position")
+        self._hold_pending = False
         for k in range(len(self.ids)):
             self._write(k, ct.TORQUE_ENABLE, b"\x01", "Torque_Enable")
 
@@ -615,13 +710,15 @@ class DynamixelBus:
                                       int(AckStatus.REJECTED))
         if mode == Mode.TORQUE_OFF:
             self._torque_off()
-        elif mode == Mode.HOLD or (mode == Mode.POSITION and self._mode == Mode.TORQUE_OFF):
+        elif mode == Mode.HOLD or (mode == Mode.POSITION and (
+                self._mode == Mode.TORQUE_OFF or self._hold_pending)):
             self._torque_on_here()
         elif mode != Mode.POSITION:
             raise DeviceRejectedError(f"device refused ModeRequest: BAD_REQUEST mode "
                                       f"{mode.name} cannot be requested",
                                       int(AckStatus.BAD_REQUEST))
         self._mode = mode
+        self._last_ok_s = time.monotonic()  # the watchdog counts from the request
 
     def _latch(self, mode: Mode, code: FaultCode, detail: str) -> None:
         if self._latched and mode == Mode.FAULT:
@@ -636,23 +733,52 @@ class DynamixelBus:
                     f"{self._name(k)} reports a hardware error (alert bit): read its "
                     "Hardware_Error_Status; it clears only by rebooting the servo")
 
-    def estop(self, reason: str = "") -> None:
-        """Latch the e-stop here, then hold where the arm is (or switch torque off with
-        ``estop=off``). The latch holds even if the servos cannot be reached (raises
-        LinkError / DeviceTimeoutError then)."""
-        self._latch(Mode.ESTOP, FaultCode.ESTOP, reason or "e-stop requested")
-        self._require_link()
+    def _apply_estop_action(self) -> None:
         if self.estop_action == "off":
             self._torque_off()
         else:
             self._torque_on_here()
+        self._estop_pending = False
+
+    def _retry_estop_action(self) -> None:
+        """Apply an e-stop that has not reached the servos yet; on failure, try again at the
+        next cycle."""
+        if not self._estop_pending or self._mode != Mode.ESTOP:
+            return
+        try:
+            self._apply_estop_action()
+        except (LinkError, DeviceTimeoutError, DeviceRejectedError) as err:
+            self.last_error = f"e-stop not applied yet: {err}"
+
+    def estop(self, reason: str = "") -> None:
+        """Latch the e-stop here and in the latch file (so it outlives this process), then hold
+        where the arm is (or switch torque off with ``estop=off``). The latch holds even if
+        the servos cannot be reached (raises LinkError / DeviceTimeoutError then, and the
+        action is applied when they answer again). A latch file that cannot be written is
+        reported in ``latch_note`` and warned about."""
+        why = reason or "e-stop requested"
+        self._latch(Mode.ESTOP, FaultCode.ESTOP, why)
+        self._estop_pending = True
+        try:
+            save_latch(self.latch_path, self.port_path, why)
+        except CalibrationStoreError as err:
+            self.latch_note = f"{err}: the e-stop is latched in this process only"
+            warnings.warn(self.latch_note, RuntimeWarning, stacklevel=2)
+        self._require_link()
+        self._apply_estop_action()
 
     def clear_fault(self) -> None:
-        """Clear a latched fault or e-stop: the arm comes back in HOLD where it is."""
+        """Clear a latched fault or e-stop (and the latch file): the arm comes back in HOLD
+        where it is. Raises LinkError, DeviceTimeoutError, DeviceRejectedError,
+        CalibrationStoreError (the latch file cannot be removed: still latched)."""
         self._require_link()
         if self._latched:
             self._torque_on_here()
+        clear_latch(self.latch_path)
+        if self._latched:
             self._mode, self._fault = Mode.HOLD, FaultCode.NONE
+            self._estop_pending = False
+            self.latch_note = ""
 
     def heartbeat(self) -> None:
         self._require_link()
@@ -666,21 +792,30 @@ class DynamixelBus:
 
     def write_calibration(self, calibration: Calibration) -> None:
         """Store and apply ``calibration``: only with torque off (else DeviceRejectedError
-        REJECTED) and one value per servo (else BAD_REQUEST). Raises CalibrationStoreError."""
+        REJECTED) and one finite value per servo in each vector, signs +-1 (else
+        BAD_REQUEST). Raises CalibrationStoreError."""
         self._require_link()
         n = len(self.ids)
         if self._mode != Mode.TORQUE_OFF:
             raise DeviceRejectedError("device refused CalWrite: REJECTED calibration can only "
                                       "be written with torque off", int(AckStatus.REJECTED))
-        if calibration.homing_offset.size != n:
+        vectors = {name: np.asarray(getattr(calibration, name), np.float64).ravel()
+                   for name in ("homing_offset", "drive_sign", "position_min", "position_max")}
+        wrong = [f"{name} has {v.size} values" for name, v in vectors.items() if v.size != n]
+        wrong += [f"{name} is not finite" for name, v in vectors.items()
+                  if v.size == n and not np.all(np.isfinite(v))]
+        sign = vectors["drive_sign"]
+        if sign.size == n and np.all(np.isfinite(sign)) and not np.all(np.abs(sign) == 1):
+            wrong.append("drive_sign holds values other than +1 and -1")
+        if wrong:
             raise DeviceRejectedError(f"device refused CalWrite: BAD_REQUEST calibration for "
-                                      f"{calibration.homing_offset.size} joints, device has {n}",
+                                      f"{n} joints: {'; '.join(wrong)}",
                                       int(AckStatus.BAD_REQUEST))
         cal = Calibration(
-            np.asarray(calibration.homing_offset, np.float32).copy(),
-            np.asarray(calibration.drive_sign, np.int8).copy(),
-            np.asarray(calibration.position_min, np.float32).copy(),
-            np.asarray(calibration.position_max, np.float32).copy(),
+            vectors["homing_offset"].astype(np.float32),
+            sign.astype(np.int8),
+            vectors["position_min"].astype(np.float32),
+            vectors["position_max"].astype(np.float32),
             calibration.calibration_id)
         save_calibration(self.calibration_path, self.port_path, self._servos, cal)
         self._cal = cal
@@ -715,6 +850,12 @@ class DynamixelBus:
             "return_delay_us": list(self.return_delay_us),
             "goal_clamps": self.goal_clamps,
             "hardware_alerts": self.hardware_alerts,
+            "status_errors": self.status_errors,
+            "watchdog_ms": self.watchdog_ms,
+            "watchdog_holds": self.watchdog_holds,
+            "watchdog_note": self.watchdog_note,
+            "estop_latch_file": str(self.latch_path),
+            "latch_note": self.latch_note,
             "calibration_store": str(self.calibration_path),
             "calibration_note": self.calibration_note,
         }

@@ -32,7 +32,7 @@ VERSION = 1
 
 
 class CalibrationStoreError(EdgeError, OSError):
-    """The calibration store cannot be written."""
+    """A file of the store (calibration, e-stop latch) cannot be written or removed."""
 
 
 @dataclass(frozen=True)
@@ -110,21 +110,32 @@ def save_calibration(path: Path, port: str, servos: tuple[ServoIdentity, ...],
             "calibration_id": calibration.calibration_id,
         },
     }
+    write_atomically(path, json.dumps(doc, indent=1), "the servo calibration")
+
+
+def write_atomically(path: Path, text: str, what: str) -> None:
+    """Write ``text`` to ``path``: temporary file, fsync, rename, fsync the directory.
+    Raises CalibrationStoreError naming ``what``."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w") as f:
-            json.dump(doc, f, indent=1)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_directory(path.parent)
     except OSError as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise CalibrationStoreError(f"cannot store the servo calibration at {path}: "
+        raise CalibrationStoreError(f"cannot store {what} at {path}: "
                                     f"{err.strerror or err}") from err
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or unlink in ``directory`` durable. Raises OSError."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -29,6 +29,8 @@ TORQUE_ENABLE = 64  # 1
 STATUS_RETURN_LEVEL = 68  # 1
 HARDWARE_ERROR_STATUS = 70  # 1
 GOAL_POSITION = 116  # 4
+# Goal_Position's range in extended position modes (+-256 rev); mode 3 uses the limits.
+GOAL_TICKS_MAX = 1_048_575
 PRESENT_VELOCITY = 128  # 4, signed
 PRESENT_POSITION = 132  # 4, signed
 TABLE_SIZE = 147  # through Present_Temperature

@@ -139,6 +139,10 @@ class TeleopDevice:
     def _close_source(self) -> None:
         """Release what the backend holds (sockets, file descriptors)."""
 
+    def _on_failure(self) -> None:
+        """Called on the reader thread when the device stops for good, before ``close``:
+        give back at once what a person needs (a terminal in cbreak mode). Must not raise."""
+
     def _disengaged(self, reason: str) -> TeleopSample:
         return TeleopSample(time.monotonic(), False, None, self.source, reason)
 
@@ -200,6 +204,10 @@ class TeleopDevice:
         log.warning("teleop %s stopped: %s", self.name, err)
         self.error = err
         self._latest = self._disengaged(f"device failed: {err}")
+        try:
+            self._on_failure()
+        except Exception:  # the device has failed already; the hook only tidies up
+            log.exception("teleop %s: tidying up after the failure failed", self.name)
 
     # -- public ------------------------------------------------------------------------------
     def latest(self) -> TeleopSample | None:

@@ -18,8 +18,12 @@ A leader arm can use the same device as its trigger (``leader+...?trigger=evdev:
 with ``button``, ``mode`` and ``estop``; percent-encode the trigger URL if it has more than one
 parameter).
 
-On ``SYN_DROPPED`` (the kernel's queue overflowed) the button state is read back from the
-device (``EVIOCGKEY``); where that fails the button counts as released.
+On ``SYN_DROPPED`` (the kernel's queue overflowed) the state of the takeover and e-stop buttons
+is read back from the device (``EVIOCGKEY``) and each change found is handled as the press or
+release that was lost: an e-stop button found down requests an e-stop. Where that read fails
+the takeover button counts as released and, with an e-stop button configured, an e-stop is
+requested (its press may have been among the lost events). A press and release both lost
+leave no trace in the state and cannot be recovered.
 """
 
 from __future__ import annotations
@@ -98,10 +102,12 @@ def event_code(url: str, key: str, text: str, table: dict[str, int], prefixes: t
 
 class EvdevReader:
     """Reads ``input_event`` records from ``path`` without blocking and keeps the state of keys
-    and axes. Raises :class:`TeleopError` if the file cannot be opened."""
+    and axes. ``watch``: key codes whose state is read back after ``SYN_DROPPED`` even if no
+    event of theirs arrived yet. Raises :class:`TeleopError` if the file cannot be opened."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, watch: tuple[int, ...] = ()) -> None:
         self.path = path
+        self.watch = watch
         try:
             self._fd: int | None = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as err:
@@ -114,10 +120,15 @@ class EvdevReader:
         self.axes: dict[int, int] = {}
         self.events = 0
         self.dropped = 0
+        self.resync_failures = 0  # SYN_DROPPED after which the key state could not be read
+        self._last_resync_ok = True
 
     def read(self) -> list[tuple[int, int, int]]:
         """The ``(type, code, value)`` events that arrived since the last call (none if none).
-        Raises :class:`TeleopError` when the device is gone (unplugged)."""
+        After a ``SYN_DROPPED`` event come ``EV_KEY`` events for the keys whose state, read
+        back from the device, differs from what was known (the lost presses and releases);
+        ``key_state_known`` says whether that read worked. Raises :class:`TeleopError` when
+        the device is gone (unplugged)."""
         assert self._fd is not None
         chunks = []
         while True:
@@ -144,22 +155,42 @@ class EvdevReader:
                 self.keys[code] = value
             elif etype == EV_ABS:
                 self.axes[code] = value
-            elif etype == EV_SYN and code == SYN_DROPPED:
-                self.dropped += 1
-                self._resync_keys()
             out.append((etype, code, value))
+            if etype == EV_SYN and code == SYN_DROPPED:
+                self.dropped += 1
+                out.extend(self._resync_keys())
         return out
 
-    def _resync_keys(self) -> None:
-        """After lost events: read which keys are down (EVIOCGKEY); if that fails, none."""
+    @property
+    def key_state_known(self) -> bool:
+        """Whether the last read-back of the key state (after lost events) worked."""
+        return self._last_resync_ok
+
+    def _key_bits(self) -> bytes | None:
+        """Which keys are down, one bit per code (EVIOCGKEY), or None if the device cannot
+        say (not an input device)."""
         assert self._fd is not None
         size = KEY_MAX // 8 + 1
         try:
-            bits = fcntl.ioctl(self._fd, _ioc_read(0x18, size), bytes(size))
+            return bytes(fcntl.ioctl(self._fd, _ioc_read(0x18, size), bytes(size)))
         except OSError:
-            bits = bytes(size)
-        for code in self.keys:
-            self.keys[code] = (bits[code // 8] >> (code % 8)) & 1
+            return None
+
+    def _resync_keys(self) -> list[tuple[int, int, int]]:
+        """After lost events: read which keys are down (if that fails, none are) and return
+        an ``EV_KEY`` event for each known or watched key whose state changed."""
+        bits = self._key_bits()
+        self._last_resync_ok = bits is not None
+        if bits is None:
+            self.resync_failures += 1
+        changed = []
+        for code in sorted({*self.keys, *self.watch}):
+            byte = bits[code // 8] if bits is not None and code // 8 < len(bits) else 0
+            down = (byte >> (code % 8)) & 1
+            if (self.keys.get(code, 0) != 0) != bool(down):
+                changed.append((EV_KEY, code, down))
+            self.keys[code] = down
+        return changed
 
     def abs_range(self, code: int) -> tuple[int, int] | None:
         """The axis's ``(minimum, maximum)`` as the device reports it (EVIOCGABS), or None where
@@ -202,7 +233,8 @@ class EvdevTrigger:
         estop = self.params.get("estop")
         self.estop = None if estop is None else event_code(url, "estop", estop, KEY_CODES,
                                                            ("KEY_", "BTN_"))
-        self.reader = EvdevReader(parts.path)
+        self.reader = EvdevReader(parts.path, tuple(
+            code for code in (self.button, self.estop) if code is not None))
         self.on = False
         self._blocked = False  # an e-stop came while the button was held
         self.estop_request: str | None = None
@@ -211,6 +243,9 @@ class EvdevTrigger:
         """Read pending events; True while takeover is wanted. Raises :class:`TeleopError`
         when the device is gone."""
         for etype, code, value in self.reader.read():
+            if etype == EV_SYN and code == SYN_DROPPED and self.estop is not None:
+                self._lost_events()
+                continue
             if etype != EV_KEY:
                 continue
             if code == self.estop and value == 1:
@@ -224,6 +259,14 @@ class EvdevTrigger:
             self.on = held and not self._blocked
         return self.on
 
+    def _lost_events(self) -> None:
+        """Events were lost: an e-stop press among them comes back as a read-back EV_KEY event
+        (:meth:`EvdevReader.read`); where the state cannot be read back, e-stop to be safe."""
+        if not self.reader.key_state_known:
+            self.estop_request = (f"e-stop: input events from {self.reader.path} were lost and "
+                                  "its e-stop button's state cannot be read")
+            self.on, self._blocked = False, True
+
     @property
     def reason(self) -> str:
         if self.mode == "hold":
@@ -231,8 +274,12 @@ class EvdevTrigger:
         return f"{self.button_name} toggled {'on' if self.on else 'off'}"
 
     def take_estop_request(self) -> str | None:
+        """The e-stop request read by :meth:`update`, once (both on the device's thread)."""
         reason, self.estop_request = self.estop_request, None
         return reason
+
+    def restore(self) -> None:
+        """Nothing to give back (the device file is only read)."""
 
     def close(self) -> None:
         self.reader.close()

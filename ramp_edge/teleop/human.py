@@ -1,15 +1,22 @@
 """What a person's teleop devices (leader arm, gamepad or pedal, keyboard) share: the follower's
 pose that the controller feeds in, the e-stop request the controller polls, and URL parameters.
 
-The controller calls :meth:`HumanDevice.set_follower` with each measured pose (one reference
-swap, never blocks) and :meth:`HumanDevice.take_estop_request` once a step; a device that gets
-an e-stop from its person (Esc, an e-stop button) files the request there and disengages.
+The controller calls :meth:`HumanDevice.check_joints` once with the robot's joint names,
+:meth:`HumanDevice.set_follower` with each measured pose (one reference swap, never blocks) and
+:meth:`HumanDevice.take_estop_request` once a step; a device that gets an e-stop from its person
+(Esc, an e-stop button) files the request there and disengages.
+
+E-stop requests are counted, not kept in a slot that the reader clears: the device thread only
+raises ``estop_requests`` and the controller only moves its own ``_estops_taken`` up to it, so a
+request filed while the controller is taking the previous one is never lost (no lock, and the
+control thread never waits).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 from urllib.parse import unquote
 
 import numpy as np
@@ -23,7 +30,14 @@ class HumanDevice(TeleopDevice):
     def __init__(self, name: str, url: str, **kw: object) -> None:
         super().__init__(name, url, **kw)  # type: ignore[arg-type]
         self._follower: np.ndarray | None = None
-        self._estop: str | None = None
+        # Joint names and count the device knows (a leader arm's bus reports them); None: not
+        # known, nothing to check.
+        self.joint_names: tuple[str, ...] | None = None
+        self.n_joints: int | None = None
+        self.estop_requests = 0  # e-stop requests filed; only request_estop raises it
+        self._estops_taken = 0  # how many of them take_estop_request has handed out
+        self._estop_reason = ""
+        self._estop_lock = threading.Lock()  # between filers only; the taker never waits
 
     def set_follower(self, position: np.ndarray) -> None:
         """The follower's measured joint positions (robot joint order and units). Kept by
@@ -34,13 +48,31 @@ class HumanDevice(TeleopDevice):
         """The newest follower pose given to :meth:`set_follower`, or None before the first."""
         return self._follower
 
+    def check_joints(self, joint_names: Sequence[str]) -> None:
+        """Check that the device moves the robot's joints (``joint_names``, in order), where
+        it knows its own. Raises :class:`TeleopError` naming both sides on a mismatch."""
+        names = tuple(joint_names)
+        if self.n_joints is not None and self.n_joints != len(names):
+            raise TeleopError(f"teleop {self.name} moves {self.n_joints} joints, the robot "
+                              f"has {len(names)}")
+        if self.joint_names is not None and self.joint_names != names:
+            raise TeleopError(f"teleop {self.name} reports joints {list(self.joint_names)}, "
+                              f"the robot has {list(names)}")
+
     def request_estop(self, reason: str) -> None:
         """File an e-stop request from the person (read by :meth:`take_estop_request`)."""
-        self._estop = reason or f"e-stop from {self.source}"
+        with self._estop_lock:
+            self._estop_reason = reason or f"e-stop from {self.source}"
+            self.estop_requests += 1  # after the reason: a taker that sees the count sees it
 
     def take_estop_request(self) -> str | None:
-        """The pending e-stop request's reason, once; None when there is none. Never blocks."""
-        reason, self._estop = self._estop, None
+        """The reason of the newest e-stop request filed since the last call (requests filed
+        in between count as one), else None. Never blocks; call it from one thread only."""
+        filed = self.estop_requests
+        if filed == self._estops_taken:
+            return None
+        reason = self._estop_reason
+        self._estops_taken = filed  # a request filed after the read above stays pending
         return reason
 
     def _follower_for(self, n_joints: int) -> np.ndarray | None:

@@ -10,11 +10,14 @@ one that moves it down), ``step=0.02`` (joint unit per key press; one value or o
 Space toggles takeover: the target starts at the follower's pose and the jog keys move it; a
 second space hands back. Esc requests an e-stop (:meth:`~HumanDevice.take_estop_request`) and
 disengages. A terminal sends no key-up events, so a held key repeats at the terminal's rate
-and there is no hold-to-take-over. Escape sequences (arrow and function keys) are skipped; a
-lone Esc byte is the e-stop.
+and there is no hold-to-take-over. Only the arrow keys' escape sequences (``ESC [ A``..``D``,
+``ESC O A``..``D``, complete within one read) are skipped; any other Esc byte is the e-stop,
+whatever follows it (a function key, or an arrow key's sequence split across two reads, also
+e-stops: the safe side of the ambiguity).
 
 A leader arm can take the terminal as its trigger (``leader+...?trigger=keyboard://``): space
-toggles, Esc requests an e-stop.
+toggles, Esc requests an e-stop. Either way the terminal is restored as soon as the device
+fails, not only when it is closed.
 """
 
 from __future__ import annotations
@@ -43,23 +46,27 @@ ESC, SPACE = 0x1B, 0x20
 DEFAULT_KEYS = "qa,ws,ed,rf,tg,yh,uj"
 
 
+#: The escape sequences skipped as keys (the arrow keys, ANSI and application cursor mode).
+ARROW_SEQUENCES = frozenset(bytes([ESC, intro, final]) for intro in b"[O" for final in b"ABCD")
+
+
 def key_tokens(data: bytes) -> list[str]:
-    """The keys in ``data``: ``"esc"`` for a lone Esc, ``" "`` and other single characters
-    as themselves; escape sequences (``ESC [ ... final`` and ``ESC O x``) are dropped."""
+    """The keys in ``data``: ``"esc"`` for an Esc byte, ``" "`` and other single characters
+    as themselves; only complete arrow-key sequences (:data:`ARROW_SEQUENCES`) are dropped, so
+    an Esc is never lost to what follows it in the same read."""
     out: list[str] = []
     i, n = 0, len(data)
     while i < n:
         b = data[i]
-        if b == ESC and i + 1 < n and data[i + 1] in b"[O":
-            j = i + 2
-            if data[i + 1] == ord("["):
-                while j < n and not 0x40 <= data[j] <= 0x7E:
-                    j += 1
-            i = j + 1
+        if b == ESC and data[i:i + 3] in ARROW_SEQUENCES:
+            i += 3
             continue
-        out.append("esc" if b == ESC else chr(b) if b < 0x80 else "")
+        if b == ESC:
+            out.append("esc")
+        elif b < 0x80:
+            out.append(chr(b))
         i += 1
-    return [t for t in out if t]
+    return out
 
 
 class Terminal:
@@ -159,8 +166,13 @@ class KeyboardTrigger:
         return f"space toggled {'on' if self.on else 'off'}"
 
     def take_estop_request(self) -> str | None:
+        """The e-stop request read by :meth:`update`, once (both on the device's thread)."""
         reason, self.estop_request = self.estop_request, None
         return reason
+
+    def restore(self) -> None:
+        """Give the person their terminal back (its saved settings); idempotent."""
+        self.terminal.restore()
 
     def close(self) -> None:
         self.terminal.close()
@@ -197,14 +209,10 @@ class KeyboardDevice(HumanDevice):
         joint, sign = hit
         self._target[joint] += sign * self.step[joint if self.step.size > 1 else 0]
 
-    def _poll(self) -> TeleopSample | None:
-        try:
-            return self._read_keys()
-        except BaseException:
-            self.trigger.terminal.restore()  # the device stops: give the person their terminal
-            raise
+    def _on_failure(self) -> None:
+        self.trigger.restore()  # the device stopped: give the person their terminal now
 
-    def _read_keys(self) -> TeleopSample | None:
+    def _poll(self) -> TeleopSample | None:
         was_on = self.trigger.on
         on = self.trigger.update(self._jog)
         estop = self.trigger.take_estop_request()
@@ -231,4 +239,4 @@ class KeyboardDevice(HumanDevice):
         self.trigger.close()
 
 
-__all__ = ["KeyboardDevice", "KeyboardTrigger", "Terminal", "key_tokens"]
+__all__ = ["ARROW_SEQUENCES", "KeyboardDevice", "KeyboardTrigger", "Terminal", "key_tokens"]

@@ -2,9 +2,12 @@
 joint positions.
 
 ``leader+<bus URL>?<bus parameters>&<leader parameters>``, e.g.
-``leader+serial:///dev/ttyACM1?baud=3000000&auto=0.15`` or ``leader+emulator+pty://?trigger=
-always`` (``emulator+`` starts an emulator process as the leader, as the robot's bus does).
-Parameters that are not the leader's go to the bus URL. The leader's:
+``leader+serial:///dev/ttyACM1?baud=3000000&auto=0.15``,
+``leader+dynamixel:///dev/ttyUSB1?ids=1-7&model=xl330&trigger=always`` (a leader built from
+DYNAMIXEL servos, the ``dynamixel`` extra) or ``leader+emulator+pty://?trigger=always``
+(``emulator+`` starts an emulator process as the leader, as the robot's bus does;
+``emulator+dynamixel+pty://?ids=1-7`` in its DYNAMIXEL mode). Parameters that are not the
+leader's go to the bus URL. The leader's:
 
 ``trigger=always``
     Engaged all the time (demonstrations).
@@ -28,8 +31,12 @@ Parameters that are not the leader's go to the bus URL. The leader's:
 ``sim_url=`` (the emulator's sim-control URL, to move it by hand in tests) and ``joints=7``.
 
 Exactly one of ``trigger`` and ``auto`` is required. The leader must have the follower's joints
-in the same order and units. An e-stop from the trigger leaves the leader limp and the device
-disengaged until it is reopened.
+in the same order and units: the joint names its motor controller reports are checked against
+the robot's (:meth:`~ramp_edge.teleop.human.HumanDevice.check_joints`, or ``joint_names=`` at
+construction; DYNAMIXEL servos know no names, so there only the count is checked and the
+names given are the bus's), and a follower pose of another joint count stops the device. An
+e-stop from the trigger leaves the leader limp and the device disengaged until it is reopened;
+every later e-stop press is still forwarded.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -51,6 +59,14 @@ from ramp_edge.teleop.human import HumanDevice, broadcast, number, per_joint, sp
 
 PREFIX = "leader+"
 EMULATOR_PREFIX = "emulator+"
+DYNAMIXEL_EMULATED = "dynamixel+pty://"
+
+#: Bus URL prefix -> "module:class" of the buses that are not a motor controller's MotorBus
+#: (lazily imported; the class takes the URL, ``joint_names=`` and MotorBus's timeouts).
+#: As in :mod:`ramp_edge.robot_link`.
+BUSES: dict[str, str] = {
+    "dynamixel://": "firmware_bridge.dynamixel.bus:DynamixelBus",
+}
 
 #: The leader's own URL parameters and their defaults (None: optional).
 LEADER_PARAMS: dict[str, str | None] = {
@@ -73,6 +89,8 @@ class Trigger(Protocol):
 
     def take_estop_request(self) -> str | None: ...
 
+    def restore(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -89,6 +107,22 @@ def split_leader_url(url: str) -> tuple[str, dict[str, str]]:
     return base + ("?" + "&".join(theirs) if theirs else ""), params
 
 
+def make_bus(url: str, bus_url: str, timeout_ms: float,
+             joint_names: Sequence[str] | None) -> tuple[Any, bool]:
+    """The leader's bus for ``bus_url``, not connected, and whether it reports joint names of
+    its own (a motor controller does; DYNAMIXEL servos are named by ``joint_names``). Raises
+    :class:`TeleopError` (e.g. the extra a bus needs is missing, or its URL is bad)."""
+    spec = next((s for prefix, s in BUSES.items() if bus_url.startswith(prefix)), None)
+    try:
+        if spec is None:
+            return MotorBus(bus_url, cycle_timeout_ms=timeout_ms), True
+        module, _, cls = spec.partition(":")
+        bus_cls = getattr(importlib.import_module(module), cls)
+        return bus_cls(bus_url, joint_names=joint_names, cycle_timeout_ms=timeout_ms), False
+    except EdgeError as err:
+        raise TeleopError(f"{url}: cannot use the leader arm's bus {bus_url}: {err}") from err
+
+
 def open_trigger(url: str, trigger_url: str) -> Trigger:
     scheme = urlsplit(trigger_url).scheme
     spec = TRIGGERS.get(scheme)
@@ -101,10 +135,13 @@ def open_trigger(url: str, trigger_url: str) -> Trigger:
 
 class LeaderArmDevice(HumanDevice):
     """A leader arm as a teleop device (module docstring for the URL). Connects, switches the
-    leader's torque off and starts reading. Raises :class:`TeleopUrlError` for a bad URL and
-    :class:`TeleopError` if the leader (or its trigger) cannot be opened."""
+    leader's torque off and starts reading. ``joint_names``: the follower's, if known here
+    (checked against the leader's; names DYNAMIXEL servos). Raises :class:`TeleopUrlError` for
+    a bad URL and :class:`TeleopError` if the leader (or its trigger) cannot be opened or has
+    other joints."""
 
-    def __init__(self, url: str, *, max_consecutive_errors: int = 5) -> None:
+    def __init__(self, url: str, *, joint_names: Sequence[str] | None = None,
+                 max_consecutive_errors: int = 5) -> None:
         bus_url, p = split_leader_url(url)
         rate_hz = number(url, "rate_hz", p["rate_hz"], positive=True)
         timeout_ms = number(url, "timeout_ms", p["timeout_ms"], positive=True)
@@ -137,29 +174,34 @@ class LeaderArmDevice(HumanDevice):
         trigger_url = p.get("trigger")
         self.trigger: Trigger | None = None
         self.emulator: EmulatorProcess | None = None
-        self.bus: MotorBus | None = None
+        self.bus: Any = None  # a MotorBus, or a bus of BUSES with its interface
         try:
             if trigger_url is not None and trigger_url != "always":
                 self.trigger = open_trigger(url, trigger_url)
             if emulated:
-                self.emulator = EmulatorProcess(bus_url[len(EMULATOR_PREFIX):],
-                                                tuple(emulator_args))
-                bus_url = self.emulator.host_url
-            self.bus = MotorBus(bus_url, cycle_timeout_ms=timeout_ms)
+                bus_url = self._start_emulator(url, bus_url[len(EMULATOR_PREFIX):],
+                                               emulator_args, p.get("joints"))
+            self.bus, named = make_bus(url, bus_url, timeout_ms, joint_names)
             try:
                 self.bus.connect()
                 self.bus.set_mode(Mode.TORQUE_OFF)  # limp: a person moves it
             except EdgeError as err:
                 raise TeleopError(f"cannot use the leader arm at {bus_url}: {err}") from err
+            assert self.bus.info is not None
+            leader_names = tuple(self.bus.info.joint_names)
+            if joint_names is not None and tuple(joint_names) != leader_names:
+                raise TeleopError(f"the leader arm at {bus_url} reports joints "
+                                  f"{list(leader_names)}, the robot has {list(joint_names)}")
         except BaseException:
             self._release_parts()
             raise
-        assert self.bus.info is not None
-        self.n_joints = len(self.bus.info.joint_names)
-        self.sync_speed = broadcast(url, "sync_speed", self.sync_speed, self.n_joints)
+        n_joints = len(leader_names)
+        self.sync_speed = broadcast(url, "sync_speed", self.sync_speed, n_joints)
         self.bus_url = bus_url
         super().__init__("leader", url, rate_hz=rate_hz,
                          max_consecutive_errors=max_consecutive_errors)
+        self.n_joints = n_joints
+        self.joint_names = leader_names if named or joint_names is not None else None
         # idle (needs a rest pose or a sync) -> sync -> ready <-> engaged; estop is final
         self.phase = "idle"
         self.rest: np.ndarray | None = None  # the pose auto-takeover measures from
@@ -170,6 +212,27 @@ class LeaderArmDevice(HumanDevice):
         self._last_t = 0.0
         self._reason = ""  # why the current takeover started
         self.start()
+
+    def _start_emulator(self, url: str, inner: str, args: list[str],
+                        joints: str | None) -> str:
+        """Start the emulator process as the leader (its DYNAMIXEL mode for
+        ``dynamixel+pty://``); returns the URL to dial. Raises TeleopError."""
+        if not inner.startswith(DYNAMIXEL_EMULATED):
+            self.emulator = EmulatorProcess(inner, tuple(args))
+            return self.emulator.host_url
+        from firmware_bridge.dynamixel.emulator import dial_url, emulator_launch, parse_ids
+
+        ids = dict(item.partition("=")[::2] for item in inner.partition("?")[2].split("&")
+                   if item).get("ids")
+        try:
+            n = int(joints) if joints else len(parse_ids(ids)) if ids else 7
+            device_url, dxl_args = emulator_launch(inner, n)
+        except (EdgeError, ValueError) as err:
+            raise TeleopError(f"{url}: {err}") from err
+        if not joints:
+            args = [*args, "--joints", str(n)]
+        self.emulator = EmulatorProcess(device_url, (*args, *dxl_args))
+        return dial_url(self.emulator.host_url, inner)
 
     @property
     def source(self) -> str:
@@ -192,15 +255,20 @@ class LeaderArmDevice(HumanDevice):
         dt, self._last_t = min(now - self._last_t, 2.0 / self.rate_hz), now
         pressed = self.trigger.update() if self.trigger is not None else True
         estop = self.trigger.take_estop_request() if self.trigger is not None else None
+        if estop:  # every press is forwarded, also after the first e-stop
+            self.request_estop(estop)
+            if self.phase != "estop":
+                self._limp()
+                self.phase = "estop"
+            return self._disengaged(estop)
         if self.phase == "estop":
             return self._disengaged("e-stop requested: reopen the leader arm to use it again")
-        if estop:
-            self.request_estop(estop)
-            self._limp()
-            self.phase = "estop"
-            return self._disengaged(estop)
         if self.phase == "sync":
             return self._sync_step(now, dt)
+        follower = self._follower
+        if follower is not None and follower.shape != (self.n_joints,):
+            raise TeleopError(f"the leader arm at {self.bus_url} has {self.n_joints} joints, "
+                              f"the follower {follower.size}: it cannot lead this robot")
         leader = self._state().position.astype(np.float64)
         if self.phase == "idle":
             if self.sync:
@@ -290,8 +358,12 @@ class LeaderArmDevice(HumanDevice):
             self.emulator.stop()
             self.emulator = None
 
+    def _on_failure(self) -> None:
+        if self.trigger is not None:
+            self.trigger.restore()  # a keyboard trigger gives the person their terminal now
+
     def _close_source(self) -> None:
         self._release_parts()
 
 
-__all__ = ["LEADER_PARAMS", "TRIGGERS", "LeaderArmDevice", "split_leader_url"]
+__all__ = ["BUSES", "LEADER_PARAMS", "TRIGGERS", "LeaderArmDevice", "split_leader_url"]
