@@ -265,7 +265,9 @@ def test_when_the_device_fails_expect_the_terminal_restored_before_close(termina
         os.write(master, b" ")
         assert wait_for(lambda: dev.error is not None)
         assert "step has 3 values for 7 joints" in str(dev.error)
-        assert termios.tcgetattr(slave) == before  # the person has their terminal back
+        # The failure is published first (the controller hands back at once), then the
+        # person gets their terminal back, before anyone closes the device.
+        assert wait_for(lambda: termios.tcgetattr(slave) == before)
     finally:
         dev.close()
     assert termios.tcgetattr(slave) == before
