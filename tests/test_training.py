@@ -328,7 +328,6 @@ S.run_stage("wm", cfg, text, {run!r})
 """
 
 
-@pytest.mark.slow  # two torch processes start up: ~10 s on 2 cores
 def test_ddp_when_two_cpu_ranks_expect_identical_parameters(home, tmp_path):
     cfg_file = tmp_path / "run.toml"
     cfg_file.write_text(_config_text(home, steps=3))
