@@ -264,6 +264,7 @@ class Loop:
                              "run again")
                     continue
                 done.append({"seed": ep_seed, "outcome": ep.get("outcome"),
+                             "progress": ep.get("task_progress"),
                              "steps": ep.get("steps"),
                              "source_steps": ep.get("source_steps", {}),
                              "takeovers": sum(1 for t in ep.get("transitions", [])
@@ -453,6 +454,18 @@ def write_report(work: Path, out_md: Path, fig_dir: Path) -> None:
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     lines += ["", "95% Wilson intervals. `ramp-efficient`: the same RAMP bundle with the world "
               "model skipped (z masked).", ""]
+    lines += ["## Task progress per iteration (mean share of sub-goals reached)", "",
+              "| method | " + " | ".join(f"it {i}" for i in its) + " |",
+              "| --- |" + " --- |" * len(its)]
+    for s in series:
+        cells = []
+        for i in its:
+            r = ev.get(f"{s}-it{i}")
+            prog = [e["progress"] for e in (r or {}).get("episodes", [])
+                    if e.get("progress") is not None]
+            cells.append(f"{sum(prog) / len(prog):.2f} (n={len(prog)})" if prog else "-")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    lines.append("")
     hil = sorted(k for k in res if k.startswith("hilr-it"))
     if hil:
         lines += ["## Takeover rate of HILR rollouts (RAMP policy, scripted corrector)", "",
