@@ -412,6 +412,54 @@ class Loop:
         self.results["finished"] = True
 
 
+# -- shipping ----------------------------------------------------------------------------------
+def ship(work: Path, out: Path) -> Path:
+    """Copy the best RAMP bundle of a finished loop to ``out`` (the package's shipped bundle):
+    best by success rate, then task progress, then the later iteration; rebuilt with only the
+    engines the robot needs (torch eager as the portable fallback, ONNX fp32 and INT8 where it
+    passed) and its manifest's ``provenance.recipe`` saying how it was made."""
+    res = json.loads((work / "results.json").read_text())
+    ev = res.get("eval", {})
+
+    def score(key: str) -> tuple[float, float, int]:
+        r = ev[key]
+        prog = [e["progress"] for e in r["episodes"] if e.get("progress") is not None]
+        return (r["success"] / max(1, r["n"]), sum(prog) / len(prog) if prog else 0.0,
+                int(key.rsplit("-it", 1)[1]))
+
+    keys = [k for k in ev if k.startswith("ramp-it")]
+    if not keys:
+        raise LoopError(f"no evaluated RAMP bundle in {work / 'results.json'}")
+    best = max(keys, key=score)
+    src = work / "bundles" / best
+    if out.exists():
+        shutil.rmtree(out)
+    env = {**os.environ, "RAMP_EDGE_HOME": str(work / "robot")}
+    subprocess.run([EXE, "engine", "build", str(src), "--out", str(out), "--backends",
+                    "torch-eager,onnx-fp32,onnx-int8", "--calibrate-from", str(work / "robot")],
+                   check=True, env=env, capture_output=True, text=True)
+    manifest_path = out / "manifest.json"
+    m = json.loads(manifest_path.read_text())
+    s, p, it = score(best)
+    configs = {}
+    for name in sorted({f"ramp-it{i}" for i in range(it + 1)}):
+        cfg = work / "configs" / f"{name}.toml"
+        if cfg.exists():
+            configs[name] = cfg.read_text()
+    m.setdefault("provenance", {})["recipe"] = {
+        "command": f"python benchmarks/ramp_loop.py --work DIR --preset {res.get('preset')} "
+                   f"--task {res.get('task')} --report REPORT.md",
+        "then": f"python benchmarks/ramp_loop.py --work DIR --ship {out.name}",
+        "chosen": best, "success_rate": s, "mean_task_progress": round(p, 3),
+        "evaluation_episodes": ev[best]["n"], "training_configs": configs,
+        "machine": res.get("machine"),
+    }
+    tmp = manifest_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(m, indent=1, sort_keys=True))
+    os.replace(tmp, manifest_path)
+    return out
+
+
 # -- the report ------------------------------------------------------------------------------
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     if n == 0:
@@ -567,6 +615,8 @@ def main() -> None:
     ap.add_argument("--report", type=Path, default=None,
                     help="Write the Markdown report here (figures beside it).")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--ship", type=Path, default=None,
+                    help="After the loop: copy its best RAMP bundle here (the shipped bundle).")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     if not args.report_only:
@@ -575,8 +625,10 @@ def main() -> None:
         except LoopError as err:
             print(f"ramp_loop: {err}", file=sys.stderr)
             sys.exit(1)
-    if args.report_only and args.report is None:
-        ap.error("--report-only needs --report FILE")
+    if args.report_only and args.report is None and args.ship is None:
+        ap.error("--report-only needs --report FILE or --ship DIR")
+    if args.ship is not None:
+        print(f"shipped {ship(args.work.resolve(), args.ship.resolve())}", file=sys.stderr)
     if args.report is not None:
         write_report(args.work.resolve(), args.report, args.report.parent / (
             args.report.stem + "_figures"))

@@ -67,9 +67,30 @@ class RunRequest:
     record: bool = True  # record every episode in HOME's episode store
 
 
+def _shipped_fit(config: RobotConfig) -> Path | None:
+    """The first bundle shipped with the package that fits this robot (joints, cameras and
+    their image size), if any."""
+    from models.shipped import shipped_bundles
+    from ramp_edge.bundle import load_bundle
+
+    sizes = {c.name: (c.height, c.width) for c in config.cameras}
+    for path in shipped_bundles():
+        try:
+            b = load_bundle(path)
+        except EdgeError:  # a damaged install: say nothing here, the next choice runs
+            continue
+        h, w = b.manifest.image_shape[:2]
+        if b.joint_names == config.joint_names and all(sizes.get(c) == (h, w)
+                                                       for c in b.camera_names):
+            return path
+    return None
+
+
 def resolve_bundle(request: RunRequest, config: RobotConfig, say: Callable[[str], None]) -> Path:
-    """The bundle to run: ``--model``, else HOME/bundles/active, else the reference bundle
-    (built on first use: random init, untrained, for plumbing until a trained one ships)."""
+    """The bundle to run: ``--model``, else HOME/bundles/active, else HOME/bundles/reference if
+    the home has one, else the bundle shipped with the package when it fits the robot, else a
+    reference bundle built on first use (random init, untrained: it moves, it does not do the
+    task)."""
     if request.model:
         return Path(request.model)
     bundles = request.home / "bundles"
@@ -77,6 +98,8 @@ def resolve_bundle(request: RunRequest, config: RobotConfig, say: Callable[[str]
     if active.exists():
         return active
     reference = bundles / REFERENCE_BUNDLE
+    if not reference.exists() and (shipped := _shipped_fit(config)) is not None:
+        return shipped
     if not reference.exists():
         from models.reference import build_reference_bundle
 

@@ -40,3 +40,22 @@ def test_when_the_bundle_drives_other_joints_expect_refused(tmp_path, config):
                                   backends=("torch-eager",))
     with pytest.raises(BundleMismatchError, match="drives joints"):
         open_bundle_engine(path, config, None, 1)
+
+
+def test_when_a_shipped_bundle_fits_the_robot_expect_it_chosen_and_not_otherwise(
+        tmp_path, config, monkeypatch):
+    import models.shipped
+    from ramp_edge.session import _shipped_fit
+
+    shipped = tmp_path / "shipped"
+    monkeypatch.setattr(models.shipped, "SHIPPED_DIR", shipped)
+    assert _shipped_fit(config) is None  # nothing shipped
+    cams = tuple(c.name for c in config.cameras)
+    build_reference_bundle(shipped / "a-small", config.joint_names, camera_names=cams,
+                           image_hw=(48, 48), backends=("torch-eager",))
+    assert _shipped_fit(config) is None  # another image size: not this robot's
+    fits = build_reference_bundle(shipped / "b-fits", config.joint_names, camera_names=cams,
+                                  backends=("torch-eager",))
+    assert _shipped_fit(config) == fits
+    (fits / "torch" / "weights.pt").write_bytes(b"damaged")
+    assert _shipped_fit(config) is None  # a damaged install is passed over
