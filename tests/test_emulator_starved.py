@@ -23,6 +23,18 @@ class SlowPlant(MotorPlant):
         super().step(command, torque_on, dt_s)
 
 
+class StallingPlant(MotorPlant):
+    """Stalls one servo step for ``stall_s`` when asked (then steps normally)."""
+
+    stall_s = 0.0
+
+    def step(self, command: np.ndarray, torque_on: bool, dt_s: float) -> None:
+        if self.stall_s:
+            stall, self.stall_s = self.stall_s, 0.0
+            time.sleep(stall)
+        super().step(command, torque_on, dt_s)
+
+
 def test_when_the_servo_loop_runs_behind_expect_the_host_still_answered(tmp_path):
     config = DeviceConfig(joint_names=("a", "b"), position_min=(-1.0, -1.0),
                           position_max=(1.0, 1.0), velocity_max=(1.0, 1.0),
@@ -41,3 +53,35 @@ def test_when_the_servo_loop_runs_behind_expect_the_host_still_answered(tmp_path
         thread.join(timeout=2.0)
     assert server.stats.served_behind > 0
     assert answered >= 45, f"only {answered} of 50 state reads answered"
+
+
+def test_when_the_emulator_was_stalled_but_the_host_kept_sending_expect_no_watchdog(tmp_path):
+    """Setpoints that arrived while the emulator's process was not scheduled count for the
+    watchdog: it judges the host by what it sent, not by the emulator's own stall."""
+    from firmware_bridge.messages import Mode
+
+    config = DeviceConfig(joint_names=("a", "b"), position_min=(-1.0, -1.0),
+                          position_max=(1.0, 1.0), velocity_max=(1.0, 1.0),
+                          initial_position=(0.0, 0.0), watchdog_ms=100)
+    url = f"zmq+ipc://{tmp_path}/bus.sock"
+    plant = StallingPlant(np.array(config.initial_position), np.array(config.velocity_max))
+    server = EmulatorServer(EmulatedMotorController(config, plant), ZmqDeviceTransport(url))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        with MotorBus(url, cycle_timeout_ms=20.0) as bus:
+            bus.connect()
+            bus.set_mode(Mode.POSITION)
+            target = np.zeros(2)
+            # Freeze the servo loop inside a tick for 300 ms (3 watchdog periods), as a
+            # starved process would be, while the host keeps streaming setpoints.
+            plant.stall_s = 0.3
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end:
+                bus.exchange(target, reach_in_us=10_000)
+                time.sleep(0.01)
+            state = next(s for s in (bus.read_state() for _ in range(20)) if s is not None)
+    finally:
+        server.stop()
+        thread.join(timeout=2.0)
+    assert state.mode == Mode.POSITION, state.mode
