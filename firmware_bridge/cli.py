@@ -177,6 +177,9 @@ def serve(
         help="--protocol dynamixel: servo ids, e.g. 1,2,3 or 1-7 (default 1..--joints).")] = None,
     model: Annotated[str, typer.Option(
         help="--protocol dynamixel: servo family (xl330, xm430, ...).")] = "xl330",
+    realtime_priority: Annotated[int, typer.Option(
+        min=0, max=99, help="Run the servo loop SCHED_FIFO at this priority when permitted "
+                            "(0: normal priority).")] = 0,
 ) -> None:
     """Run the emulated motor controller until SIGTERM or Ctrl-C.
 
@@ -216,7 +219,7 @@ def serve(
     knobs = FailureKnobs(drop_replies=drop_replies, corrupt_replies=corrupt_replies,
                          seed=fault_seed)
     server = run_service(url, config, knobs, stall_s=stall_ms / 1000, unplug_s=unplug_ms / 1000,
-                         sim=sim)
+                         sim=sim, realtime_priority=realtime_priority)
     s = server.stats
     _say(f"emulator stopped: {s.ticks} servo ticks, {s.skipped_ticks} skipped, max tick lateness "
          f"{s.max_tick_late_ms:.2f} ms, {server.device.counters.frames_in} frames in")

@@ -45,8 +45,12 @@ class RatesConfig:
     chunk_size: int = 50
     replan_at_remaining: int = 25
     camera_hz: float = 30.0
+    # SCHED_FIFO priority of the control thread while an episode runs (0: normal priority).
+    realtime_priority: int = 50
 
     def validate(self) -> None:
+        if not 0 <= self.realtime_priority <= 99:
+            raise ValueError("realtime_priority must be 0..99 (0: off)")
         if not 50 <= self.control_hz <= 500:
             raise ValueError("control_hz must be 50..500")
         _positive(self, "policy_hz", "camera_hz", "chunk_size")

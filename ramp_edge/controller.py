@@ -30,6 +30,7 @@ import numpy as np
 from firmware_bridge.bus import MotorBus
 from firmware_bridge.errors import DeviceRejectedError, DeviceTimeoutError, LinkError
 from firmware_bridge.messages import Mode
+from firmware_bridge.realtime import realtime_thread
 from ramp_edge.cameras.base import Camera
 from ramp_edge.chunks import ActionScheduler, Staleness
 from ramp_edge.config import RobotConfig
@@ -171,6 +172,7 @@ class Controller:
         self._infer_stop = threading.Event()
         self._infer_error: str | None = None
         self.pacer: Pacer | None = None
+        self.realtime = False  # whether the control thread ran SCHED_FIFO
         self.safety: SafetyFilter | None = None
         self.fault_reason: str | None = None
         self._t_start: float | None = None
@@ -278,9 +280,12 @@ class Controller:
         end = self._t_start + duration_s
         next_status = self._t_start + status_every_s
         try:
-            # Last thing before the first setpoint: the device's watchdog counts from here.
-            self.bus.set_mode(Mode.POSITION)
-            self._loop(end, next_status, status_every_s, status_cb)
+            # After the inference thread started (it must not inherit SCHED_FIFO).
+            with realtime_thread(self.config.rates.realtime_priority) as not_rt:
+                self.realtime = not_rt is None
+                # Last thing before the first setpoint: the device's watchdog counts from here.
+                self.bus.set_mode(Mode.POSITION)
+                self._loop(end, next_status, status_every_s, status_cb)
         finally:
             self._infer_stop.set()
             if inference.is_alive():
@@ -594,6 +599,7 @@ class Controller:
             "lateness_p99_ms": lat.get("p99_ms", 0.0),
             "lateness_max_ms": lat.get("max_ms", 0.0),
             "overruns": lat.get("overruns", 0),
+            "realtime": self.realtime,
             "chunks": self.stats.chunks,
             "chunks_rejected": self.stats.chunks_rejected,
             "chunk_latency_p50_ms": float(np.percentile(chunk, 50)) if chunk else None,

@@ -22,6 +22,10 @@ DYNAMIXEL_PREFIX = "dynamixel://"
 DYNAMIXEL_EMULATED = "dynamixel+pty://"
 
 
+def inner_is_dynamixel(url: str) -> bool:
+    return url[len(EMULATOR_PREFIX):].startswith(DYNAMIXEL_EMULATED)
+
+
 @contextlib.contextmanager
 def open_robot_bus(
     config: RobotConfig, emulator_args: Sequence[str] = ()
@@ -34,6 +38,8 @@ def open_robot_bus(
     if url.startswith(EMULATOR_PREFIX):
         args = ["--joints", str(len(config.joints)),
                 "--watchdog-ms", str(int(config.safety.watchdog_timeout_ms)), *emulator_args]
+        if not inner_is_dynamixel(url):  # the emulated firmware's servo loop keeps time too
+            args += ["--realtime-priority", str(config.rates.realtime_priority)]
         inner = url[len(EMULATOR_PREFIX):]
         if inner.startswith(DYNAMIXEL_EMULATED):
             from firmware_bridge.dynamixel.emulator import dial_url, emulator_launch

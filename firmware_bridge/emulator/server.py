@@ -20,6 +20,7 @@ from firmware_bridge import codec
 from firmware_bridge.codec import Frame
 from firmware_bridge.emulator.device import EmulatedMotorController
 from firmware_bridge.errors import LinkError
+from firmware_bridge.realtime import realtime_thread
 from firmware_bridge.transport.base import Transport
 
 # A servo loop this far behind skips ahead instead of replaying the missed ticks.
@@ -68,6 +69,9 @@ class EmulatorServer:
         self.stats = ServoStats()
         self.on_relink: Callable[[Transport], None] | None = None
         self.side_channels: list[Any] = []  # camera publisher, sim control (MuJoCo plant)
+        # SCHED_FIFO priority of the servo loop (0: normal), as firmware's timer interrupt
+        # would outrank the rest of the machine.
+        self.realtime_priority = 0
 
     # -- knobs callable from other threads or signal handlers ---------------------------------
     def stop(self) -> None:
@@ -93,6 +97,10 @@ class EmulatorServer:
 
     # -- loop ---------------------------------------------------------------------------------
     def run(self) -> None:
+        with realtime_thread(self.realtime_priority, "emulator servo loop"):
+            self._run()
+
+    def _run(self) -> None:
         period_ns = 1_000_000_000 // self.device.config.servo_rate_hz
         next_tick = time.monotonic_ns()
         try:

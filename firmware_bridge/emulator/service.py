@@ -7,6 +7,7 @@ stable symbolic link at that path, kept across unplug/replug), ``zmq+tcp://host:
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -74,11 +75,21 @@ def serve(
     unplug_s: float = 1.0,
     announce: Callable[[str], None] = print,
     sim: SimOptions | None = None,
+    realtime_priority: int = 0,
 ) -> EmulatorServer:
     """Run the emulator until SIGTERM/SIGINT. SIGUSR1 stalls it for ``stall_s``; SIGUSR2
     unplugs it for ``unplug_s`` (then it comes back, on a new pty behind the same link).
     With ``sim`` the plant is the MuJoCo arm, with cameras and sim control if their URLs are
     given."""
+    if realtime_priority > 0:
+        # The whole emulator runs SCHED_FIFO, as firmware outranks the host: its threads are
+        # light (the servo loop, copying snapshots, answering sim requests) and one that is
+        # preempted while it holds the GIL would hold up the servo loop. The camera renderer
+        # (a child process) drops back to normal priority.
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(realtime_priority))
+        except (OSError, AttributeError):
+            realtime_priority = 0  # not permitted here: normal priority
     plant = None
     if sim is not None and sim.mujoco:
         from firmware_bridge.sim.plant import MujocoPlant
@@ -89,6 +100,7 @@ def serve(
     link = spec.open()
     server = EmulatorServer(EmulatedMotorController(config, plant), link, knobs,
                             relink=spec.open)
+    server.realtime_priority = realtime_priority
     side: list = []
     try:
         if sim is not None and sim.mujoco and sim.camera_url:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -100,6 +101,10 @@ class CameraPublisherThread:
 
 def _render_worker(conn: Any, url: str, size: int) -> None:
     """Child process: a scene of its own, posed from each snapshot, rendered and published."""
+    # Rendering is heavy and may start worker threads: never real time, whatever the emulator
+    # that started us runs at.
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     try:
         from firmware_bridge.sim.plant import MujocoPlant
         from firmware_bridge.sim.render import SimRenderer
