@@ -15,7 +15,8 @@ other step). For each sample t:
 Samples whose step is in a takeover transition window, whose control source is not a training
 source (the safety layer's ``ramp``/``stop``) or whose joint state is missing are not trained
 on; they still count for rewards and returns. JPEG frames are decoded once, resized to the
-network's image size, and kept in memory as uint8 arrays.
+network's image size, and kept in memory as uint8 arrays. LeRobotDataset v3.0 directories give
+the same samples (:mod:`models.training.lerobot_source`).
 """
 
 from __future__ import annotations
@@ -42,13 +43,17 @@ _STD_FLOOR = 1e-3
 
 
 def episode_paths(sources: Sequence[str | Path]) -> list[Path]:
-    """Episode files named by ``sources``: a file is taken as is; a robot home (a directory
-    with ``index.sqlite``) gives its sealed episodes in start order; another directory gives
-    every ``*.sqlite`` below it, sorted. Raises TrainingError for a path that does not exist."""
+    """Episode files named by ``sources``: a file is taken as is; a LeRobot dataset (a
+    directory with ``meta/info.json``) as is, for :func:`load_episodes` to read all of it; a
+    robot home (a directory with ``index.sqlite``) gives its sealed episodes in start order;
+    another directory gives every ``*.sqlite`` below it, sorted. Raises TrainingError for a
+    path that does not exist."""
+    from models.training.lerobot_source import is_lerobot_dataset
+
     out: list[Path] = []
     for src in sources:
         p = Path(src)
-        if p.is_file():
+        if p.is_file() or is_lerobot_dataset(p):
             out.append(p)
         elif (p / "index.sqlite").is_file():
             from ramp_edge.episodes import EpisodeStore
@@ -152,15 +157,22 @@ def load_episodes(paths: Sequence[Path], data: DataConfig, reward: RewardConfig,
                   tokenizer: Tokenizer, image_hw: tuple[int, int], *,
                   cameras: Sequence[str] | None = None, rollout: bool = False,
                   ) -> tuple[list[EpisodeSamples], tuple[str, ...]]:
-    """Read ``paths`` into samples; returns them and the camera names used. Episodes without a
-    success/failure outcome are skipped with a warning. Raises TrainingError when an episode
-    lacks one of the cameras."""
+    """Read ``paths`` (episode files, LeRobot dataset directories:
+    :mod:`models.training.lerobot_source`) into samples; returns them and the camera names
+    used. Episodes without a success/failure outcome are skipped with a warning. Raises
+    TrainingError when an episode lacks one of the cameras."""
+    from models.training.lerobot_source import is_lerobot_dataset, read_lerobot
+
     out = []
     cams = tuple(cameras or data.cameras)
     for p in paths:
-        ep, used = _read_episode(p, cams or None, data, reward, tokenizer, image_hw)
+        if is_lerobot_dataset(p):
+            eps, used = read_lerobot(p, cams or None, data, reward, tokenizer, image_hw)
+        else:
+            ep, used = _read_episode(p, cams or None, data, reward, tokenizer, image_hw)
+            eps = [ep] if ep is not None else []
         cams = cams or tuple(used)
-        if ep is not None:
+        for ep in eps:
             ep.rollout = rollout
             out.append(ep)
     return out, cams

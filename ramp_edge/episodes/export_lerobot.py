@@ -4,7 +4,8 @@
     meta/stats.json                                 per-feature min/max/mean/std/count/q01..q99
     meta/tasks.parquet                              task (the instruction) -> task_index
     meta/episodes/chunk-000/file-000.parquet        one row per episode: length, data and
-                                                    video file indices, index ranges, stats
+                                                    video file indices, index ranges, stats,
+                                                    ramp_edge/* (episode id, outcome, task, ...)
     data/chunk-CCC/file-FFF.parquet                 one row per frame, many episodes per file
     videos/observation.images.<cam>/chunk-CCC/file-FFF.mp4
                                                     many episodes back to back per file
@@ -550,6 +551,7 @@ def _export(pa, pq, av, paths: list, root: Path, final: Path, fps: int,
                             "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
                             "ramp_edge/episode_id": reader.episode_id,
                             "ramp_edge/outcome": reader.outcome or "",
+                            "ramp_edge/task": reader.task or "",
                             "ramp_edge/robot_id": reader.meta.get("robot_id") or "",
                             "ramp_edge/bundle_hash": reader.meta.get("bundle_hash") or ""})
                 for feat, s in stats.items():
