@@ -3,6 +3,12 @@ robot's memory while it pushes a large backlog.
 
     .venv/bin/python benchmarks/sync_bench.py                  # 1 GiB in 64 MiB episodes
     .venv/bin/python benchmarks/sync_bench.py --total-mib 256 --backlog-gib 4
+    .venv/bin/python benchmarks/sync_bench.py --compare-tree /tmp/old --rounds 3 --backlog-gib 0
+
+``--compare-tree DIR`` (repeatable) also pushes the same episodes with the ramp-edge source
+tree in DIR (say an older revision from ``git archive``), host and robot both, interleaved with
+this tree's pushes and a plain copy over ``--rounds`` rounds, so a shared, noisy machine affects
+all alike; medians are printed.
 
 Three copies of the same files, each to a fresh directory on the same disk, each receiver
 fsyncing every file (as the sync server does before it acknowledges):
@@ -120,14 +126,15 @@ def make_episodes(home: Path, count: int, size: int, *, sparse: bool) -> list[Pa
 
 
 class Host:
-    def __init__(self, base: Path, keys: dict[str, Path]) -> None:
+    def __init__(self, base: Path, keys: dict[str, Path], env: dict[str, str] | None = None
+                 ) -> None:
         self.root = base / "host"
         self.port = free_port()
         self.proc = subprocess.Popen(
             [str(EXE), "sync", "serve", "--root", str(self.root), "--allow",
              str(keys["allow"]), "--key", str(keys["host_sec"]), "--bind",
              f"tcp://127.0.0.1:{self.port}"], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+            stderr=subprocess.DEVNULL, env=env)
         end = time.monotonic() + 60
         while time.monotonic() < end:
             try:
@@ -172,6 +179,75 @@ def sync_push(home: Path, host: Host, keys: dict[str, Path], sample: bool = Fals
                    rss_end_mib=round(samples[-1], 1),
                    host_rss_max_mib=round(max(host_samples), 1))
     return out
+
+
+PUSH = r"""
+import json, resource, sys, time
+from pathlib import Path
+from ramp_edge.episodes.index import EpisodeIndex
+from ramp_edge.sync.client import SyncClient
+from ramp_edge.sync.keys import load_public, load_secret
+from ramp_edge.sync.state import SyncState
+home, port, host_pub, robot_sec = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ru0 = resource.getrusage(resource.RUSAGE_SELF)
+t0 = time.perf_counter()
+with EpisodeIndex(home / "index.sqlite") as ix, SyncState(home) as state, \
+        SyncClient(f"tcp://127.0.0.1:{port}", load_public(host_pub), load_secret(robot_sec)) as c:
+    rep = c.push(ix, state)
+assert not rep.failed, rep.failed
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"seconds": time.perf_counter() - t0, "bytes": rep.bytes_sent,
+                  "cpu_s": ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime}))
+"""
+
+
+def tree_push(tree: Path, home: Path, base: Path, keys: dict[str, Path]) -> dict:
+    """One push of every episode in ``home`` with the source tree ``tree`` on both ends (robot
+    and host processes), to a fresh host root; the robot's acks are forgotten first."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    (home / "sync.sqlite").unlink(missing_ok=True)
+    host = Host(base, keys, env=env)
+    try:
+        host_cpu0 = cpu_seconds(host.proc.pid)
+        out = subprocess.run([sys.executable, "-c", PUSH, str(home), str(host.port),
+                              str(keys["host_pub"]), str(keys["robot_sec"])], env=env,
+                             capture_output=True, text=True, check=True, cwd=tree)
+        host_cpu_s = cpu_seconds(host.proc.pid) - host_cpu0
+    finally:
+        host.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    res = json.loads(out.stdout.splitlines()[-1])
+    res["host_cpu_s"] = host_cpu_s
+    return res
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid``, all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def compare_trees(trees: list[Path], home: Path, paths: list[Path], base: Path,
+                  keys: dict[str, Path], rounds: int) -> tuple[dict[str, list[float]],
+                                                               dict[str, list[float]]]:
+    """MB/s per round for each tree and for the plain copy, interleaved; and per tree the CPU
+    time robot + host (all threads, CURVE included) per MiB pushed, ms: unlike MB/s, this
+    hardly depends on what else the machine runs."""
+    runs: dict[str, list[float]] = {str(t): [] for t in trees}
+    runs["plain TCP copy"] = []
+    cpu: dict[str, list[float]] = {str(t): [] for t in trees}
+    for r in range(rounds):
+        for t in trees:
+            res = tree_push(t, home, base / f"cmp{r}", keys)
+            runs[str(t)].append(res["bytes"] / res["seconds"] / 1e6)
+            cpu[str(t)].append((res["cpu_s"] + res["host_cpu_s"]) * 1e3 / (res["bytes"] / MIB))
+        res = plain_copy(paths, base / f"plain{r}")
+        shutil.rmtree(base / f"plain{r}", ignore_errors=True)
+        runs["plain TCP copy"].append(res["bytes"] / res["seconds"] / 1e6)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items()),
+              flush=True)
+    return runs, cpu
 
 
 def plain_copy(paths: list[Path], dst: Path) -> dict:
@@ -262,6 +338,9 @@ def main() -> None:
     ap.add_argument("--backlog-gib", type=float, default=1.0,
                     help="sparse backlog pushed for the memory check, GiB (0: skip)")
     ap.add_argument("--dir", default=None, help="working directory (default: a temp dir)")
+    ap.add_argument("--compare-tree", action="append", type=Path, default=[],
+                    help="another ramp-edge source tree to push with, side by side")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the tree comparison")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="sync-bench-", dir=args.dir))
     try:
@@ -316,6 +395,19 @@ def main() -> None:
                   f"({mem['bytes'] / 2**30:.2f} GiB) at {mem['MB_s']} MB/s: robot RSS "
                   f"{mem['rss_before_mib']} MiB before, max {mem['rss_max_mib']}, end "
                   f"{mem['rss_end_mib']}; host RSS max {mem['host_rss_max_mib']} MiB")
+        if args.compare_tree:
+            trees = [ROOT, *(t.resolve() for t in args.compare_tree)]
+            runs, cpu = compare_trees(trees, home, paths, base, keys, args.rounds)
+            plain = sorted(runs["plain TCP copy"])[len(runs["plain TCP copy"]) // 2]
+            print(f"medians of {args.rounds} interleaved rounds (MB/s, x plain):")
+            for name, v in runs.items():
+                med = sorted(v)[len(v) // 2]
+                c = sorted(cpu[name])[len(v) // 2] if name in cpu else None
+                print(f"  {med:8.1f}  {med / plain:.2f} x  {name}  "
+                      f"(runs: {', '.join(f'{x:.0f}' for x in v)})"
+                      + (f"; CPU robot + host {c:.2f} ms per MiB" if c else ""))
+            results["compare"] = {k: [round(x, 1) for x in v] for k, v in runs.items()}
+            results["cpu_ms_per_mib"] = {k: [round(x, 2) for x in v] for k, v in cpu.items()}
         print(json.dumps(results))
     finally:
         shutil.rmtree(base, ignore_errors=True)

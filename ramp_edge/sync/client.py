@@ -122,6 +122,13 @@ class SyncClient:
         with contextlib.suppress(zmq.Again):
             self.sock.send(P.encode(op, **fields), flags=zmq.NOBLOCK)
 
+    def _send_chunk(self, t: int, sha: str, off: int, data: bytes, h: bytes) -> None:
+        # The chunk's bytes go as their own frame, handed to libzmq without a copy (``data`` is
+        # a fresh object per chunk, never reused, so it may stay queued after this returns).
+        with contextlib.suppress(zmq.Again):
+            self.sock.send_multipart([P.encode("chunk", t=t, sha=sha, off=off, h=h), data],
+                                     flags=zmq.NOBLOCK, copy=False)
+
     def _next_t(self) -> int:
         self._epoch += 1
         return self._epoch
@@ -179,6 +186,10 @@ class SyncClient:
             msg = self._recv(min(left, 0.25))
             self._raise_handshake()
             if isinstance(msg, dict) and msg["op"] == "hello":
+                if msg["v"] != P.VERSION:
+                    raise SyncError(f"the host at {self.host} speaks sync protocol "
+                                    f"{msg['v']}, this robot {P.VERSION}: install the same "
+                                    "ramp-edge release on both")
                 self.robot = str(msg.get("robot", ""))
                 self.chunk_bytes = min(int(msg.get("chunk", P.CHUNK_BYTES)), P.MAX_CHUNK_BYTES)
                 self.window = max(1, min(int(msg.get("window", P.WINDOW)), 64))
@@ -264,7 +275,7 @@ class SyncClient:
                         self.limit.wait(len(data))
                     if self.faults:
                         data = self.faults.apply(data)
-                    self._send("chunk", t=t, sha=sha, off=sent, data=data, h=h)
+                    self._send_chunk(t, sha, sent, data, h)
                     sent += len(data)
                 msg = self._recv(min(self.reply_timeout_s, 1.0))
                 now = time.monotonic()

@@ -24,7 +24,10 @@ class KeyFileError(EdgeError, ValueError):
 
 
 class ProtocolViolation(EdgeError, ValueError):
-    """A sync message is malformed (not msgpack, unknown op, missing or mistyped field)."""
+    """A sync message is malformed (not msgpack, unknown op, missing or mistyped field). ``t``
+    is its transfer epoch when that much could be read (else 0), for the ``error`` reply."""
+
+    t: int = 0
 
 
 class CurveUnavailableError(EdgeError, RuntimeError):

@@ -15,6 +15,8 @@ import logging
 import os
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BIND = "tcp://*:5601"
 IDLE_CLOSE_S = 60.0  # close the file of a transfer nobody touched for this long (kept on disk)
+HASH_BACKLOG = 8  # chunks the sha256 thread may lag behind the writes (bounds the memory held)
 
 
 @dataclass
@@ -56,7 +59,7 @@ def _open_transfer(store: HostStore, robot: str, req: dict[str, Any]) -> _Transf
     if size > req["size"]:
         os.ftruncate(fd, 0)
         size = 0
-    # Resume: what is on disk was hash-checked chunk by chunk; the whole-file hash at the end
+    # Resume: what is on disk was CRC-checked chunk by chunk; the whole-file hash at the end
     # is what proves it, so hash the prefix again rather than trust any saved state.
     off = 0
     while off < size:
@@ -68,6 +71,12 @@ def _open_transfer(store: HostStore, robot: str, req: dict[str, Any]) -> _Transf
     os.ftruncate(fd, off)
     return _Transfer(robot, req["sha"], req["size"], req["episode"], req["meta"], path, fd, off,
                      hasher, time.monotonic())
+
+
+def _pwrite_all(fd: int, data: memoryview, off: int) -> None:
+    while data:
+        n = os.pwrite(fd, data, off)
+        data, off = data[n:], off + n
 
 
 class SyncServer:
@@ -86,6 +95,10 @@ class SyncServer:
         self.allow = AllowList(allow_dir)
         self.chunk_bytes, self.window, self.faults = chunk_bytes, window, faults
         self._transfers: dict[tuple[str, str], _Transfer] = {}
+        # The whole-file sha256 runs on its own thread (hashlib releases the GIL), overlapping
+        # the next chunk's receive, CRC and write; one worker keeps the updates in order.
+        self._hash_pool = ThreadPoolExecutor(1, thread_name_prefix="sync-sha256")
+        self._hashing: deque[Future[None]] = deque()
         self.ctx = zmq.Context()
         self.auth = AllowListAuthenticator(self.ctx, self.allow)
         self.sock = self.ctx.socket(zmq.ROUTER)
@@ -125,7 +138,7 @@ class SyncServer:
 
     def _answer(self, frames: list[zmq.Frame]) -> bytes | None:
         self.handled += 1
-        if len(frames) != 2:
+        if len(frames) not in (2, 3):
             self.violations += 1
             return None
         try:
@@ -136,13 +149,14 @@ class SyncServer:
             return None
         t = 0
         try:
-            req = P.decode(frames[1].buffer, P.REQUESTS)
+            req = P.decode(frames[1].buffer, P.REQUESTS,
+                           frames[2].buffer if len(frames) == 3 else None)
             t = req.get("t", 0)
             return self._handlers[req["op"]](robot, req)
         except ProtocolViolation as err:
             self.violations += 1
             log.warning("robot %s sent a malformed message: %s", robot, err)
-            return P.encode("error", t=t, reason=f"malformed message: {err}")
+            return P.encode("error", t=err.t or t, reason=f"malformed message: {err}")
         except OSError as err:
             log.error("host storage error for robot %s: %s", robot, err)
             return P.encode("error", t=t, reason=f"host storage error: {err}")
@@ -150,6 +164,11 @@ class SyncServer:
     # episodes -------------------------------------------------------------------------------
 
     def _hello(self, robot: str, req: dict[str, Any]) -> bytes:
+        # Answered with this host's version whatever the robot's: the robot refuses a mismatch.
+        if req["v"] != P.VERSION:
+            log.warning("robot %s speaks sync protocol %d, this host %d: its chunks will be "
+                        "refused until both run the same ramp-edge release", robot, req["v"],
+                        P.VERSION)
         return P.encode("hello", v=P.VERSION, robot=robot, chunk=self.chunk_bytes,
                         window=self.window)
 
@@ -182,13 +201,16 @@ class SyncServer:
         if off != tr.offset:  # stale (sent before a rewind) or out of order
             return P.encode("want", t=t, sha=sha, off=tr.offset)
         if P.digest(data) != req["h"]:
-            log.warning("robot %s: chunk at %d of %s failed its hash, asked again", robot, off,
+            log.warning("robot %s: chunk at %d of %s failed its CRC, asked again", robot, off,
                         sha[:12])
             return P.encode("reject", t=t, sha=sha, off=tr.offset)
         if off + len(data) > tr.size or len(data) > self.chunk_bytes:
             raise ProtocolViolation("chunk: runs past the offered size or the chunk limit")
-        os.pwrite(tr.fd, data, off)
-        tr.hasher.update(data)
+        # ``data`` is the received frame's own buffer: hashed and written without a copy.
+        _pwrite_all(tr.fd, data, off)
+        while len(self._hashing) >= HASH_BACKLOG:
+            self._hashing.popleft().result()
+        self._hashing.append(self._hash_pool.submit(tr.hasher.update, data))
         tr.offset += len(data)
         if tr.offset == tr.size:
             return self._finish(tr, t)
@@ -196,6 +218,8 @@ class SyncServer:
 
     def _finish(self, tr: _Transfer, t: int) -> bytes:
         key = (tr.robot, tr.sha)
+        while self._hashing:  # every update of this file is in
+            self._hashing.popleft().result()
         if tr.hasher.hexdigest() != tr.sha:
             self._drop(key)
             tr.path.unlink(missing_ok=True)
@@ -244,6 +268,7 @@ class SyncServer:
         self._closed = True
         for key in list(self._transfers):
             self._drop(key)
+        self._hash_pool.shutdown(wait=True)
         self.sock.close(linger=0)
         self.auth.stop()
         self.ctx.term()
