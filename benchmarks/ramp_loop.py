@@ -80,14 +80,16 @@ class Preset:
     model: dict
     methods: tuple[str, ...] = ("ramp", "bc", "recap")
     episode_s: float | None = None  # evaluation and HILR episodes (None: the task's budget)
-    int8: bool = True
+    engines: str = "torch,onnx,onnx-int8"  # what `ramp-edge engine build` builds
+    bench_runs: int = 200
 
 
 PRESETS = {
     # The pipeline connects (the test suite's miniature): one of everything, a few steps.
-    "mini": Preset(demos=2, hilr=1, evals=1, iterations=1, wm_steps=4, policy_steps=4,
+    "mini": Preset(demos=1, hilr=1, evals=1, iterations=1, wm_steps=4, policy_steps=4,
                    continual_wm_steps=2, continual_policy_steps=2, batch_size=8,
-                   model=MINI_MODEL, methods=("ramp",), episode_s=4.0, int8=False),
+                   model=MINI_MODEL, methods=("ramp",), episode_s=4.0, engines="torch-eager",
+                   bench_runs=20),
     # What a 2-core CPU does in about an hour and a half.
     "small": Preset(demos=20, hilr=10, evals=8, iterations=3, wm_steps=600, policy_steps=800,
                     continual_wm_steps=200, continual_policy_steps=400, batch_size=32,
@@ -324,9 +326,8 @@ class Loop:
         if raw.exists():
             shutil.rmtree(raw)
         self.cmd("train", "export", str(out), str(raw), *backends)
-        engines = "torch,onnx,onnx-int8" if self.p.int8 else "torch,onnx"
-        self.cmd("engine", "build", str(raw), "--out", str(bundle), "--backends", engines,
-                 "--calibrate-from", str(self.robot))
+        self.cmd("engine", "build", str(raw), "--out", str(bundle), "--backends",
+                 self.p.engines, "--calibrate-from", str(self.robot))
         shutil.rmtree(raw, ignore_errors=True)
         vm = out / "value_metrics.json"
         self.results.setdefault("training", {})[name] = {
@@ -406,7 +407,7 @@ class Loop:
         final = self.bundles / f"ramp-it{p.iterations}"
         if "latency" not in self.results and final.exists():
             self.results["latency"] = self.json_cmd("engine", "bench", str(final), "--runs",
-                                                    "200", "--threads", "1", "--json")
+                                                    str(p.bench_runs), "--threads", "1", "--json")
         self.results["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, Python "
                                    f"{platform.python_version()}")
         self.results["finished"] = True
@@ -435,8 +436,12 @@ def ship(work: Path, out: Path) -> Path:
     if out.exists():
         shutil.rmtree(out)
     env = {**os.environ, "RAMP_EDGE_HOME": str(work / "robot")}
+    # What the robot needs: torch eager as the portable fallback, ONNX fp32 and INT8 (where it
+    # passes its accuracy check); no exported programs. The miniature keeps torch only.
+    engines = ("torch-eager" if res.get("preset") == "mini"
+               else "torch-eager,onnx-fp32,onnx-int8")
     subprocess.run([EXE, "engine", "build", str(src), "--out", str(out), "--backends",
-                    "torch-eager,onnx-fp32,onnx-int8", "--calibrate-from", str(work / "robot")],
+                    engines, "--calibrate-from", str(work / "robot")],
                    check=True, env=env, capture_output=True, text=True)
     manifest_path = out / "manifest.json"
     m = json.loads(manifest_path.read_text())
@@ -539,7 +544,7 @@ def write_report(work: Path, out_md: Path, fig_dir: Path) -> None:
     lat = res.get("latency")
     if lat:
         lines += ["## Chunk latency of the final RAMP bundle per backend", "",
-                  "`ramp-edge engine bench BUNDLE --runs 200 --threads 1` (one intra-op thread, "
+                  "`ramp-edge engine bench BUNDLE --runs N --threads 1` (one intra-op thread, "
                   "backends interleaved call by call).", "",
                   "| backend | standard p50 / p99 ms | efficient p50 / p99 ms |",
                   "| --- | --- | --- |"]
