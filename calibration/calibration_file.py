@@ -33,7 +33,6 @@ is what the device stores as ``calibration_id`` and what episodes record, so the
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -41,7 +40,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from calibration.errors import CalibrationFileError, CalibrationMissingError, WrongRobotError
+from firmware_bridge.durable_files import write_atomically
 from firmware_bridge.messages import Calibration
 
 FORMAT_NAME = "ramp-edge-calibration"
@@ -368,33 +367,11 @@ def load_calibration(path: str | os.PathLike[str], robot_id: str | None = None
 
 
 # -- writing ----------------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> None:
     """Write ``text`` to ``path`` atomically: a temporary file beside it, fsync, os.replace,
     fsync the directory. A crash leaves the old file or the new one, never a mix. Creates the
     directory if missing. Raises OSError."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(p.parent)
+    write_atomically(path, text, mode)
 
 
 def _same_content(text: str, cal: CalibrationFile) -> bool:

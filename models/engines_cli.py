@@ -29,6 +29,7 @@ from typing import Annotated, Any
 
 import typer
 
+from firmware_bridge.durable_files import sha256_file
 from firmware_bridge.errors import EdgeError
 
 __all__ = [
@@ -173,18 +174,10 @@ def _checkpoint_source(path: Path) -> _Source:
     cams = tuple(ck.get("cameras") or DEFAULT_CAMERAS)
     prov = dict(ck.get("provenance") or {})
     prov.setdefault("trained", True)
-    prov["checkpoint"] = {"path": str(path.resolve()), "sha256": _sha256(path)}
+    prov["checkpoint"] = {"path": str(path.resolve()), "sha256": sha256_file(path)}
     seed = prov.get("seed")
     return _Source(net.eval(), js, cams, tok, prov, str(ck.get("name") or path.stem),
                    seed if type(seed) is int else 0)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _load_source(source: Path) -> _Source:

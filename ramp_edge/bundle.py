@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from firmware_bridge.durable_files import fsync_path, sha256_file
 from models.language import Tokenizer
 from ramp_edge.errors import EdgeError
 
@@ -70,7 +71,6 @@ PROBE_NAME = "probe.npz"
 GRAPHS = ("encoder", "world_model", "policy")
 MODES = ("standard", "efficient")
 _DTYPES = ("uint8", "float32", "int64")
-_HASH_CHUNK = 1 << 20
 
 
 class BundleError(EdgeError, ValueError):
@@ -432,12 +432,7 @@ class ProbeReport:
     value_err: float | None
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+
 
 
 class Bundle:
@@ -680,15 +675,6 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
 # --------------------------------------------------------------------------- writing
 
 
-def _fsync_path(path: Path, *, directory: bool = False) -> None:
-    fd = os.open(path, (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if directory else
-                 os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class BundleWriter:
     """Writes a bundle atomically: files go to a temporary directory beside ``out_dir``; on
     :meth:`commit` every file and directory is fsynced and the directory renamed into place.
@@ -764,17 +750,17 @@ class BundleWriter:
                               f"last artifact and before commit()")
         for root, dirs, files in os.walk(self.path):
             for fname in files:
-                _fsync_path(Path(root, fname))
+                fsync_path(Path(root, fname))
             for d in dirs:
-                _fsync_path(Path(root, d), directory=True)
-        _fsync_path(self.path, directory=True)
+                fsync_path(Path(root, d))
+        fsync_path(self.path)
         old = None
         if self.out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.", suffix=".old",
                                         dir=self.out_dir.parent))
             os.replace(self.out_dir, old / "bundle")
         os.replace(self.path, self.out_dir)
-        _fsync_path(self.out_dir.parent, directory=True)
+        fsync_path(self.out_dir.parent)
         self._done = True
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

@@ -15,7 +15,6 @@ URL overrides it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware_bridge import durable_files
 from firmware_bridge.errors import EdgeError
 from firmware_bridge.messages import Calibration
 
@@ -116,26 +116,13 @@ def save_calibration(path: Path, port: str, servos: tuple[ServoIdentity, ...],
 def write_atomically(path: Path, text: str, what: str) -> None:
     """Write ``text`` to ``path``: temporary file, fsync, rename, fsync the directory.
     Raises CalibrationStoreError naming ``what``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_directory(path.parent)
+        durable_files.write_atomically(path, text)
     except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise CalibrationStoreError(f"cannot store {what} at {path}: "
                                     f"{err.strerror or err}") from err
 
 
 def fsync_directory(directory: Path) -> None:
     """Make a rename or unlink in ``directory`` durable. Raises OSError."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    durable_files.fsync_path(directory)

@@ -13,13 +13,12 @@ row into a new file; the damaged original is kept beside it (``.damaged``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from firmware_bridge.durable_files import fsync_path, sha256_file
 from ramp_edge.episodes.row_check import IMAGE_CRC_COLS, STEP_CRC_COLS, row_crc
 from ramp_edge.episodes.schema import OUTCOMES, TAKEOVER_EVENTS, create_episode_schema
 
@@ -61,23 +60,6 @@ class SalvageReport:
     unreadable: int = 0  # ids (or ranges) SQLite could not read
     garbled: int = 0  # rows SQLite read whose checksum does not match: dropped
     errors: list[str] = field(default_factory=list)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or directory by path."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _meta(conn: sqlite3.Connection) -> dict[str, str | None]:

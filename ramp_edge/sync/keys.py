@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
+from firmware_bridge.durable_files import write_atomically
 from ramp_edge.sync.errors import CurveUnavailableError, KeyFileError
 
 PUBLIC_SUFFIX = ".key"
@@ -55,25 +55,6 @@ def _text(public: bytes, secret: bytes | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def generate_keypair(directory: str | os.PathLike[str], name: str = DEFAULT_NAME, *,
                      overwrite: bool = False) -> tuple[Path, Path]:
     """Create a CURVE key pair as ``directory/NAME.key`` and ``directory/NAME.key_secret``
@@ -87,8 +68,8 @@ def generate_keypair(directory: str | os.PathLike[str], name: str = DEFAULT_NAME
         raise KeyFileError(f"{sec_path} already exists; pass --force to replace it (the host "
                            f"must then be given the new {pub_path.name})")
     public, secret = zmq.curve_keypair()
-    _write_atomic(sec_path, _text(public, secret), 0o600)
-    _write_atomic(pub_path, _text(public, None), 0o644)
+    write_atomically(sec_path, _text(public, secret), 0o600)
+    write_atomically(pub_path, _text(public, None), 0o644)
     return pub_path, sec_path
 
 
