@@ -319,7 +319,9 @@ class Loop:
             cfg = self.config(name, base + rollouts, [], sources=("human",))
             self.cmd("train", "bc", "--config", str(cfg), "--out", str(out))
         elif method == "recap":
-            cfg = self.config(name, base, rollouts)
+            # `train recap` reads [data] episodes only (continual training is RAMP's): the
+            # rollouts go in as episodes, so it learns from the same data as RAMP and BC.
+            cfg = self.config(name, base + rollouts, [])
             self.cmd("train", "recap", "--config", str(cfg), "--out", str(out))
         else:
             raise LoopError(f"unknown method {method}")
