@@ -316,12 +316,14 @@ class Loop:
             cfg = self.config(name, base, rollouts, init=self.runs / f"ramp-it{it - 1}")
             self.cmd("train", "continual", "--config", str(cfg), "--out", str(out))
         elif method == "bc":
-            cfg = self.config(name, base + rollouts, [], sources=("human",))
+            # Rollouts first: the held-out episode is the last demonstration, as for RAMP.
+            cfg = self.config(name, rollouts + base, [], sources=("human",))
             self.cmd("train", "bc", "--config", str(cfg), "--out", str(out))
         elif method == "recap":
             # `train recap` reads [data] episodes only (continual training is RAMP's): the
-            # rollouts go in as episodes, so it learns from the same data as RAMP and BC.
-            cfg = self.config(name, base + rollouts, [])
+            # rollouts go in as episodes, so it learns from the same data as RAMP and BC (first:
+            # the held-out episode is the last demonstration, as for RAMP).
+            cfg = self.config(name, rollouts + base, [])
             self.cmd("train", "recap", "--config", str(cfg), "--out", str(out))
         else:
             raise LoopError(f"unknown method {method}")
