@@ -211,6 +211,11 @@ def run_session(request: RunRequest, say: Callable[[str], None],
     if not bundle.trained:
         say("note: this bundle is untrained (random weights): the arm moves, it does not do "
             "the task")
+    recipe = bundle.manifest.provenance.get("recipe")
+    if isinstance(recipe, dict) and "success_rate" in recipe:
+        say(f"note: the shipped bundle ({recipe.get('chosen')} of the loop in simulation) "
+            f"succeeded in {recipe['success_rate']:.0%} of {recipe.get('evaluation_episodes')} "
+            "evaluation episodes: benchmarks/ramp_report.md")
     simulated = config.bus.url.startswith(EMULATOR_PREFIX)
     run_dir = Path(tempfile.mkdtemp(prefix="ramp-run-", dir=_short_tmp()))
     emulator_args: list[str] = []
