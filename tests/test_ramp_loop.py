@@ -2,7 +2,8 @@
 --preset mini): one task, one demonstration, one iteration, one evaluation episode per point.
 It proves the pipeline connects (demonstrations -> sync -> training -> engines -> deploy ->
 evaluation -> HILR rollouts -> sync -> continual training -> report -> shipped bundle); the
-figures of a real loop are in benchmarks/ramp_report.md. About 2 minutes on 2 cores."""
+figures of a real loop are in benchmarks/ramp_report.md. About 2 minutes on 2 cores, which
+would take the default run past its 10-minute budget: it runs with ``pytest -m slow``."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_when_the_loop_runs_in_miniature_expect_every_stage_connected(tmp_path):
     work, report, shipped = tmp_path / "loop", tmp_path / "report.md", tmp_path / "shipped"
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ramp_loop.py"), "--work",
