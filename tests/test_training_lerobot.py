@@ -15,6 +15,7 @@ from pathlib import Path
 import episode_samples
 import numpy as np
 import pytest
+from test_training import TINY_MODEL
 
 from models.language import Tokenizer
 from models.training.config import TrainingError, parse_config
@@ -33,24 +34,6 @@ MAX_PIXEL_ERROR = 12.0  # mean absolute error, uint8 levels (12/255): AV1/x264 a
 # Neighbouring recorded frames differ by about 70 levels (random 8x8 blocks), so a frame one
 # off would show far above the codec error.
 MIN_NEIGHBOUR_GAP = 30.0
-TINY_MODEL = """
-[model]
-image_height = 24
-image_width = 24
-cnn_channels = [8, 8]
-cnn_strides = [2, 2]
-camera_dim = 16
-joint_dim = 16
-latent_dim = 16
-lang_dim = 8
-wm_hidden = 32
-d_model = 16
-n_heads = 2
-n_layers = 1
-mlp_ratio = 2
-vocab_size = 256
-max_tokens = 8
-"""
 
 
 def _blocks_image(i: int, cam: int, size: int = 48) -> np.ndarray:
