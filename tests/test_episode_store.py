@@ -381,3 +381,46 @@ def test_when_a_crash_cut_sealing_short_after_the_outcome_was_committed_expect_i
     assert (entry.status, entry.outcome, entry.steps) == ("sealed", "success", 40)
     assert entry.note == "sealing completed on recovery" and store.verify(entry.id).ok
     store.close()
+
+
+def _record_sources(store: EpisodeStore, sources: list[str], events: dict[int, str],
+                    dt: float = 0.01) -> list[int]:
+    """Records one step per entry of ``sources`` (synthetic times) with takeover events at the
+    given step indices, seals it; returns the transition flag of every step."""
+    rng = np.random.default_rng(2)
+    rec = store.start_episode(META, joint_count=JOINTS)
+    t0 = time.monotonic()
+    for i, source in enumerate(sources):
+        t = t0 + i * dt
+        state = StateSnapshot(t - 0.001, rng.standard_normal(JOINTS).astype(np.float32),
+                              rng.standard_normal(JOINTS).astype(np.float32))
+        rec.on_step(StepRecord(t, t + 0.0003, rng.standard_normal(JOINTS).astype(np.float32),
+                               state, source, None, None, 0))
+        if i in events:
+            rec.event(events[i], {"device": "pedal"}, t_s=t)
+    entry = rec.finish("success")
+    return [r[0] for r in sqlite3.connect(store.path_of(entry.id)).execute(
+        "SELECT transition FROM steps ORDER BY id")]
+
+
+def test_when_a_person_controls_from_first_step_to_last_expect_no_transition_window(tmp_path):
+    # A demonstration: takeover at the first step, handback at the last, no policy on either
+    # side. Its start is what a policy must learn first: every step stays trainable.
+    store = EpisodeStore(tmp_path)
+    flags = _record_sources(store, ["human"] * 300, {0: "takeover_start",
+                                                     299: "takeover_end"})
+    assert sum(flags) == 0
+
+
+def test_when_control_passes_between_policy_and_person_expect_windows_on_those_sides(tmp_path):
+    # policy 0-199, human 200-399, policy 400-599, then a takeover that runs to the end.
+    store = EpisodeStore(tmp_path)
+    sources = ["policy"] * 200 + ["human"] * 200 + ["policy"] * 200 + ["human"] * 200
+    flags = _record_sources(store, sources, {200: "takeover_start", 400: "takeover_end",
+                                             600: "takeover_start", 799: "takeover_end"})
+    marked = {i for i, f in enumerate(flags) if f}
+    # 0.5 s at 100 Hz either side of each handover between the policy and the person...
+    for at in (200, 400, 600):
+        assert set(range(at - 49, at + 50)) <= marked, at
+    # ...and none before the final handback, which no policy step follows.
+    assert not (marked & set(range(0, 150))) and not (marked & set(range(651, 800)))

@@ -74,13 +74,25 @@ def _float(v: str | None) -> float | None:
 
 
 def mark_transitions(conn: sqlite3.Connection, window_s: float) -> int:
-    """Set ``transition=1`` on steps within ``window_s`` of every takeover event."""
-    marks = ", ".join("?" for _ in TAKEOVER_EVENTS)
-    cur = conn.execute(
-        "UPDATE steps SET transition = 1 WHERE transition = 0 AND EXISTS (SELECT 1 FROM events e "
-        f"WHERE e.kind IN ({marks}) AND steps.t_s BETWEEN e.t_s - ? AND e.t_s + ?)",
-        (*TAKEOVER_EVENTS, window_s, window_s))
-    return cur.rowcount
+    """Set ``transition=1`` on steps within ``window_s`` of every takeover event at which
+    control passed between the policy and a person: a ``takeover_start`` after a step the
+    policy commanded, a ``takeover_end`` before one. A demonstration (a person in control from
+    the first step to the last) has takeover events with no policy on the other side; its first
+    and last steps are plain human steps, and dropping them would leave a policy that never saw
+    the start of a task. Returns the number of steps marked."""
+    start, end = TAKEOVER_EVENTS
+    first, last = conn.execute(
+        "SELECT min(t_s), max(t_s) FROM steps WHERE source = 'policy'").fetchone()
+    times = [t for kind, t in conn.execute(
+        "SELECT kind, t_s FROM events WHERE kind IN (?, ?)", (start, end))
+        if first is not None and (first < t if kind == start else last > t)]
+    # Recording marks every takeover's window as it goes (conservative, and what a crash
+    # leaves); the seal decides the final flags.
+    conn.execute("UPDATE steps SET transition = 0 WHERE transition != 0")
+    for t in times:
+        conn.execute("UPDATE steps SET transition = 1 WHERE t_s BETWEEN ? AND ?",
+                     (t - window_s, t + window_s))
+    return conn.execute("SELECT count(*) FROM steps WHERE transition = 1").fetchone()[0]
 
 
 _SEAL_WAIT_S = 10.0

@@ -42,7 +42,8 @@ class EpisodeWriter:
     ``synchronous``: ``FULL`` (default) fsyncs the WAL at every commit, so a committed step
     survives a power cut; ``NORMAL`` only survives a process crash (kill -9).
     ``transition_window_s``: steps whose deadline lies within this of a takeover start/end are
-    written with ``transition=1`` (earlier steps are updated when the event is written).
+    written with ``transition=1`` (earlier steps are updated when the event is written);
+    sealing settles the flags (:func:`ramp_edge.episodes.seal.mark_transitions`).
     """
 
     def __init__(self, path: str | Path, episode_id: str, meta: EpisodeMeta, *,
