@@ -44,7 +44,8 @@ def sim_eval(
     config = load_config(robot)
 
     def progress(ep) -> None:
-        print(f"seed {ep.seed}: {ep.outcome}, progress {ep.progress:.2f}, {ep.sim_s:.1f} s "
+        print(f"seed {ep.seed}: {ep.outcome}, progress {ep.progress:.2f}, grasped "
+              f"{ep.grasped}, {ep.sim_s:.1f} s "
               f"simulated in {ep.wall_s:.1f} s", file=sys.stderr, flush=True)
 
     eps = evaluate_bundle(bundle, task=task, seeds=range(seed, seed + episodes), mode=mode,
@@ -55,5 +56,6 @@ def sim_eval(
         print(json.dumps({"bundle": str(bundle), "task": task, "mode": mode, **summary,
                           "per_episode": [e.as_dict() for e in eps]}, indent=1))
     print(f"{summary['success']}/{summary['episodes']} successes, mean progress "
-          f"{summary['mean_progress']:.2f}; {summary['sim_s']:.0f} s simulated in "
+          f"{summary['mean_progress']:.2f}, an object grasped in {summary['grasped_any']}; "
+          f"{summary['sim_s']:.0f} s simulated in "
           f"{summary['wall_s']:.0f} s", file=sys.stderr)

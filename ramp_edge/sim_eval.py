@@ -48,13 +48,16 @@ __all__ = ["SimEpisode", "evaluate_bundle", "summarise"]
 class SimEpisode:
     """One evaluated episode. ``outcome``: ``success``, ``failure: <why>`` or ``timeout``;
     ``progress``: share of the task's sub-goals holding at the end, ``best_progress`` the most
-    reached at any step; ``steps``: control steps; ``sim_s``/``wall_s``: simulated and wall
+    reached at any step; ``grasped``: how many different objects the gripper held at some
+    point (a finer sign of learning than sub-goals, which need an object placed and released);
+    ``steps``: control steps; ``sim_s``/``wall_s``: simulated and wall
     seconds; ``chunk_ms_p50``: median inference time per chunk."""
 
     seed: int
     outcome: str
     progress: float
     best_progress: float
+    grasped: int
     steps: int
     chunks: int
     chunks_rejected: int
@@ -191,12 +194,15 @@ def _episode(plant: Any, cameras: _Cameras, engine: Any, bundle: Any, tokenizer:
     seq = rejected = clamps = steps = 0
     latencies: list[float] = []
     best = 0.0
+    held: set[int] = set()
     outcome = "timeout"
     t = 0.0
     while t < duration - 1e-9:
         state = plant.sim_state()
         progress = episode.progress(state)
         best = max(best, progress)
+        if state.held >= 0:
+            held.add(int(state.held))
         if episode.success(state):
             outcome = "success"
             break
@@ -249,6 +255,7 @@ def _episode(plant: Any, cameras: _Cameras, engine: Any, bundle: Any, tokenizer:
     final = episode.progress(plant.sim_state())
     return SimEpisode(
         seed=seed, outcome=outcome, progress=float(final), best_progress=float(max(best, final)),
+        grasped=len(held),
         steps=steps, chunks=seq, chunks_rejected=rejected, safety_clamps=clamps,
         sim_s=round(steps * period, 3), wall_s=round(time.perf_counter() - wall0, 3),
         chunk_ms_p50=float(np.median(latencies)) if latencies else 0.0)
@@ -260,5 +267,6 @@ def summarise(episodes: Sequence[SimEpisode]) -> dict[str, Any]:
     return {"episodes": len(episodes), "success": k,
             "success_rate": k / len(episodes) if episodes else 0.0,
             "mean_progress": float(np.mean([e.progress for e in episodes])) if episodes else 0.0,
+            "grasped_any": sum(1 for e in episodes if e.grasped),
             "sim_s": round(sum(e.sim_s for e in episodes), 1),
             "wall_s": round(sum(e.wall_s for e in episodes), 1)}

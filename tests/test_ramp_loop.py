@@ -32,6 +32,10 @@ def test_when_the_loop_runs_in_miniature_expect_every_stage_connected(tmp_path):
     assert res["finished"] and res["demos"][0]["outcome"] == "success"
     assert {"ramp-it0", "ramp-efficient-it0", "ramp-it1", "ramp-efficient-it1"} <= set(res["eval"])
     assert all(r["n"] == 1 for r in res["eval"].values())
+    # The same points on the simulated clock, from the controller's first seed on.
+    assert set(res["sim_eval"]) == set(res["eval"])
+    assert all(r["n"] == 2 and r["episodes"][0]["seed"] == res["eval"][k]["episodes"][0]["seed"]
+               for k, r in res["sim_eval"].items())
     # HILR rollouts were recorded, sealed and pushed: the host holds every sealed episode.
     rollout = res["hilr-it0"][0]["episode_id"]
     sys.path.insert(0, str(ROOT))
@@ -53,6 +57,8 @@ def test_when_the_loop_runs_in_miniature_expect_every_stage_connected(tmp_path):
     text = report.read_text()
     assert "## Success rate per iteration" in text and "## Takeover rate" in text
     assert "## Chunk latency of the final RAMP bundle" in text
+    assert "## Simulated clock against the controller, same seeds" in text
+    assert "`ramp-edge sim eval` (simulated clock)" in text
     # The shipped bundle loads, passes its probe and says how it was made.
     from ramp_edge.bundle import load_bundle
 
