@@ -382,7 +382,8 @@ class Loop:
             return ev[key]
         rep = self.json_cmd("sim", "eval", str(model), "--task", self.task, "--episodes",
                             str(self.p.sim_evals), "--seed", str(SEED_EVAL), "--mode", mode,
-                            "--duration", str(self.episode_s), "--json",
+                            "--duration", str(self.episode_s), "--json", "--workers",
+                            str(max(1, min(4, os.cpu_count() or 1))),
                             home=self.work / "eval-home")
         eps = [{"seed": e["seed"], "outcome": e["outcome"], "progress": e["progress"],
                 "best_progress": e["best_progress"], "grasped": e["grasped"],

@@ -27,6 +27,9 @@ def sim_eval(
         help="Engine backend (default: the fastest the bundle has that loads and verifies).")
     ] = None,
     threads: Annotated[int, typer.Option(min=1, help="Intra-op threads for the engine.")] = 1,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Processes, each with its own engine and scene (seeds dealt among them); "
+                    "one per spare core.")] = 1,
     robot: Annotated[Path | None, typer.Option(
         help="Robot config (default: the built-in emulated robot).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Every episode and the summary as "
@@ -37,20 +40,16 @@ def sim_eval(
     arithmetic. Many times faster than ``ramp-edge run`` on the emulated robot, without its
     threads and serial link. Exit 0 when every episode ran (whatever its outcome)."""
     from ramp_edge.config import load_config
-    from ramp_edge.sim_eval import evaluate_bundle, summarise
+    from ramp_edge.sim_eval import summarise
+    from ramp_edge.sim_eval_pool import evaluate_in_workers
 
     if mode not in ("standard", "efficient"):
         raise typer.BadParameter("mode must be standard or efficient", param_hint="--mode")
     config = load_config(robot)
 
-    def progress(ep) -> None:
-        print(f"seed {ep.seed}: {ep.outcome}, progress {ep.progress:.2f}, grasped "
-              f"{ep.grasped}, {ep.sim_s:.1f} s "
-              f"simulated in {ep.wall_s:.1f} s", file=sys.stderr, flush=True)
-
-    eps = evaluate_bundle(bundle, task=task, seeds=range(seed, seed + episodes), mode=mode,
-                          config=config, backend=backend, threads=threads, duration_s=duration,
-                          on_episode=progress)
+    eps = evaluate_in_workers(bundle, seeds=range(seed, seed + episodes), workers=workers,
+                              verbose=True, task=task, mode=mode, config=config,
+                              backend=backend, threads=threads, duration_s=duration)
     summary = summarise(eps)
     if as_json:
         print(json.dumps({"bundle": str(bundle), "task": task, "mode": mode, **summary,

@@ -109,3 +109,18 @@ def test_when_sim_eval_runs_from_the_command_line_expect_json_per_episode(bundle
     assert rep["mode"] == "efficient" and rep["episodes"] == 2 and rep["success"] == 0
     assert [e["seed"] for e in rep["per_episode"]] == [40, 41]
     assert "0/2 successes" in out.stderr
+
+
+def test_when_seeds_are_dealt_to_worker_processes_expect_every_seed_once_in_order(bundle):
+    from ramp_edge.sim_eval import evaluate_bundle
+    from ramp_edge.sim_eval_pool import evaluate_in_workers
+
+    kw = {"task": "sort_by_colour", "duration_s": 0.5, "backend": "torch-eager"}
+    seen: list[int] = []
+    pooled = evaluate_in_workers(bundle, seeds=[3, 4, 5], workers=2,
+                                 on_episode=lambda e: seen.append(e.seed), **kw)
+    alone = evaluate_bundle(bundle, seeds=[3, 4, 5], **kw)
+    assert [e.seed for e in pooled] == [3, 4, 5] and sorted(seen) == [3, 4, 5]
+    for a, b in zip(pooled, alone, strict=True):
+        assert (a.outcome, a.steps, a.chunks) == (b.outcome, b.steps, b.chunks)
+        assert a.progress == b.progress and a.grasped == b.grasped
