@@ -92,6 +92,9 @@ class Preset:
     # world model is then fixed while its input moves, which the policy sees in training and
     # on the robot alike; the value head is refitted by the next world-model phase.
     train_encoder: bool = False
+    # HILR rollouts last this many evaluation episodes: a corrector that takes over late needs
+    # time to finish the task, and a rollout that ends in success teaches what success is.
+    hilr_episode_factor: float = 1.0
 
 
 PRESETS = {
@@ -114,7 +117,7 @@ PRESETS = {
     # The issue's budget (50 evaluation episodes per point): hours; a GPU host helps training.
     "full": Preset(demos=50, hilr=20, evals=10, iterations=3, wm_steps=3000, policy_steps=4000,
                    continual_wm_steps=1000, continual_policy_steps=2000, batch_size=64,
-                   model=MODEL, sim_evals=50, train_encoder=True),
+                   model=MODEL, sim_evals=50, train_encoder=True, hilr_episode_factor=2.0),
 }
 
 
@@ -448,7 +451,8 @@ class Loop:
             if hk not in self.results:
                 self.say(f"iteration {it}: {p.hilr} HILR rollouts with the corrector")
                 self.results[hk] = self.run_episodes(
-                    p.hilr, SEED_HILR + 1000 * it, "--teleop", "corrector", record=True)
+                    p.hilr, SEED_HILR + 1000 * it, "--teleop", "corrector", record=True,
+                    seconds=self.episode_s * p.hilr_episode_factor)
                 self.save()
             self.push()
             ids = [e["episode_id"] for e in self.results[hk] if e["episode_id"]]
@@ -465,17 +469,19 @@ class Loop:
 # -- shipping ----------------------------------------------------------------------------------
 def ship(work: Path, out: Path) -> Path:
     """Copy the best RAMP bundle of a finished loop to ``out`` (the package's shipped bundle):
-    best by success rate, then task progress, then the later iteration; rebuilt with only the
+    best by success rate, then task progress, then the share of episodes in which it grasped an
+    object, then the later iteration; rebuilt with only the
     engines the robot needs (torch eager as the portable fallback, ONNX fp32 and INT8 where it
     passed) and its manifest's ``provenance.recipe`` saying how it was made."""
     res = json.loads((work / "results.json").read_text())
     ev, _ = evaluation_points(res)
 
-    def score(key: str) -> tuple[float, float, int]:
+    def score(key: str) -> tuple[float, float, float, int]:
         r = ev[key]
         prog = [e["progress"] for e in r["episodes"] if e.get("progress") is not None]
+        grasped = sum(1 for e in r["episodes"] if e.get("grasped"))
         return (r["success"] / max(1, r["n"]), sum(prog) / len(prog) if prog else 0.0,
-                int(key.rsplit("-it", 1)[1]))
+                grasped / max(1, r["n"]), int(key.rsplit("-it", 1)[1]))
 
     keys = [k for k in ev if k.startswith("ramp-it")]
     if not keys:
@@ -494,7 +500,7 @@ def ship(work: Path, out: Path) -> Path:
                    check=True, env=env, capture_output=True, text=True)
     manifest_path = out / "manifest.json"
     m = json.loads(manifest_path.read_text())
-    s, p, it = score(best)
+    s, p, g, it = score(best)
     configs = {}
     for name in sorted({f"ramp-it{i}" for i in range(it + 1)}):
         cfg = work / "configs" / f"{name}.toml"
@@ -505,6 +511,7 @@ def ship(work: Path, out: Path) -> Path:
                    f"--task {res.get('task')} --report REPORT.md",
         "then": f"python benchmarks/ramp_loop.py --work DIR --ship {out.name}",
         "chosen": best, "success_rate": s, "mean_task_progress": round(p, 3),
+        "grasp_rate": round(g, 3),
         "evaluation_episodes": ev[best]["n"], "training_configs": configs,
         "machine": res.get("machine"),
     }
