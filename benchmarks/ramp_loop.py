@@ -43,7 +43,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -555,51 +555,33 @@ def write_report(work: Path, out_md: Path, fig_dir: Path) -> None:
     its = sorted({int(k.rsplit("-it", 1)[1]) for k in ev})
     series = ("ramp", "ramp-efficient", "recap", "bc")
     lines = [f"# RAMP loop report: {res.get('task')} (preset {res.get('preset')})", ""]
+    def success(r: dict | None) -> str:
+        if not r:
+            return "-"
+        lo, hi = wilson(r["success"], r["n"])
+        return (f"{r['success']}/{r['n']} ({100 * r['success'] / r['n']:.0f}%, "
+                f"CI {100 * lo:.0f}-{100 * hi:.0f}%)")
+
+    def progress(r: dict | None) -> str:
+        prog = [e["progress"] for e in (r or {}).get("episodes", [])
+                if e.get("progress") is not None]
+        return f"{sum(prog) / len(prog):.2f} (n={len(prog)})" if prog else "-"
+
+    def grasped(r: dict | None) -> str:
+        eps = (r or {}).get("episodes", [])
+        return f"{sum(1 for e in eps if e.get('grasped'))}/{len(eps)}" if eps else "-"
+
     lines += ["## Success rate per iteration", "", f"Evaluated with {how}; seeds from "
               f"{SEED_EVAL} on, the same for every method and iteration, disjoint from training.",
-              "",
-              "| method | " + " | ".join(f"it {i}" for i in its) + " |",
-              "| --- |" + " --- |" * len(its)]
-    for s in series:
-        cells = []
-        for i in its:
-            r = ev.get(f"{s}-it{i}")
-            if r:
-                lo, hi = wilson(r["success"], r["n"])
-                cells.append(f"{r['success']}/{r['n']} ({100 * r['success'] / r['n']:.0f}%, "
-                             f"CI {100 * lo:.0f}-{100 * hi:.0f}%)")
-            else:
-                cells.append("-")
-        lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    lines += ["", "95% Wilson intervals. `ramp-efficient`: the same RAMP bundle with the world "
+              "", *_method_table(ev, its, series, success),
+              "", "95% Wilson intervals. `ramp-efficient`: the same RAMP bundle with the world "
               "model skipped (z masked).", ""]
     lines += ["## Task progress per iteration (mean share of sub-goals reached)", "",
-              "| method | " + " | ".join(f"it {i}" for i in its) + " |",
-              "| --- |" + " --- |" * len(its)]
-    for s in series:
-        cells = []
-        for i in its:
-            r = ev.get(f"{s}-it{i}")
-            prog = [e["progress"] for e in (r or {}).get("episodes", [])
-                    if e.get("progress") is not None]
-            cells.append(f"{sum(prog) / len(prog):.2f} (n={len(prog)})" if prog else "-")
-        lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    lines.append("")
+              *_method_table(ev, its, series, progress), ""]
     if any("grasped" in e for r in ev.values() for e in r.get("episodes", [])):
         lines += ["## Episodes in which the gripper held an object at some point", "",
                   "A finer sign of learning than sub-goals (those need an object placed and "
-                  "released).", "",
-                  "| method | " + " | ".join(f"it {i}" for i in its) + " |",
-                  "| --- |" + " --- |" * len(its)]
-        for s in series:
-            cells = []
-            for i in its:
-                r = ev.get(f"{s}-it{i}")
-                eps = (r or {}).get("episodes", [])
-                k = sum(1 for e in eps if e.get("grasped"))
-                cells.append(f"{k}/{len(eps)}" if eps else "-")
-            lines.append(f"| {s} | " + " | ".join(cells) + " |")
-        lines.append("")
+                  "released).", "", *_method_table(ev, its, series, grasped), ""]
     lines += _cross_check(res)
     hil = sorted(k for k in res if k.startswith("hilr-it"))
     if hil:
@@ -646,6 +628,15 @@ def write_report(work: Path, out_md: Path, fig_dir: Path) -> None:
               f"machine: {res.get('machine', platform.machine())}.", ""]
     _figures(res, its, series, fig_dir, lines)
     out_md.write_text("\n".join(lines) + "\n")
+
+
+def _method_table(ev: dict, its: list[int], series: tuple[str, ...],
+                  cell: Callable[[dict | None], str]) -> list[str]:
+    """A Markdown table: a row per method, a column per iteration, ``cell`` of each point."""
+    return ["| method | " + " | ".join(f"it {i}" for i in its) + " |",
+            "| --- |" + " --- |" * len(its),
+            *(f"| {s} | " + " | ".join(cell(ev.get(f"{s}-it{i}")) for i in its) + " |"
+              for s in series)]
 
 
 def _cross_check(res: dict) -> list[str]:

@@ -91,9 +91,7 @@ class _Cameras:
     def tick(self, t_s: float) -> None:
         if t_s + 1e-9 < self._next_t:
             return
-        d, m = self.plant.data, self.plant.model
-        self._snapshot = (d.qpos.copy(), d.mocap_pos.copy(), d.mocap_quat.copy(),
-                          m.geom_rgba.copy())
+        self._snapshot = self.plant.pose_snapshot()
         self._rendered = None
         self._next_t += self.period_s
         while self._next_t <= t_s:
@@ -102,13 +100,7 @@ class _Cameras:
     def latest(self) -> dict[str, np.ndarray]:
         if self._rendered is None:
             assert self._snapshot is not None, "tick() first"
-            qpos, mocap_pos, mocap_quat, rgba = self._snapshot
-            d, m = self.mirror.data, self.mirror.model
-            d.qpos[:] = qpos
-            d.mocap_pos[:] = mocap_pos
-            d.mocap_quat[:] = mocap_quat
-            m.geom_rgba[:] = rgba
-            self.mirror._mj.mj_forward(m, d)
+            self.mirror.pose_from(self._snapshot)
             self._rendered = self.renderer.render_all()
         return self._rendered
 

@@ -61,10 +61,7 @@ class CameraPublisherThread:
         self._thread.start()
 
     def _snapshot(self) -> tuple:
-        plant = self.plant
-        with plant.locked():
-            d, m = plant.data, plant.model
-            return (d.qpos.copy(), d.mocap_pos.copy(), d.mocap_quat.copy(), m.geom_rgba.copy())
+        return self.plant.pose_snapshot()
 
     def _run(self) -> None:
         period = 1.0 / self.rate_hz
@@ -116,21 +113,14 @@ def _render_worker(conn: Any, url: str, size: int) -> None:
         conn.send(f"camera renderer failed: {err}")
         return
     conn.send("ready")
-    mj = mirror._mj
     seq = 0
     try:
         while True:
             snapshot = conn.recv()
             if snapshot is None:
                 return
-            qpos, mocap_pos, mocap_quat, geom_rgba = snapshot
             t0 = time.monotonic()
-            d, m = mirror.data, mirror.model
-            d.qpos[:] = qpos
-            d.mocap_pos[:] = mocap_pos
-            d.mocap_quat[:] = mocap_quat
-            m.geom_rgba[:] = geom_rgba
-            mj.mj_forward(m, d)
+            mirror.pose_from(snapshot)
             frames = renderer.render_all()
             t_capture = time.monotonic()
             seq += 1

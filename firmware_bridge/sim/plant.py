@@ -199,6 +199,25 @@ class MujocoPlant(Plant):
         with self._lock:
             yield
 
+    def pose_snapshot(self) -> tuple:
+        """What a camera sees of the scene now (joint and object poses, mocap bodies, colours),
+        as copies: :meth:`pose_from` puts another plant of the same scene in that pose."""
+        with self.locked():
+            d, m = self.data, self.model
+            return (d.qpos.copy(), d.mocap_pos.copy(), d.mocap_quat.copy(), m.geom_rgba.copy())
+
+    def pose_from(self, snapshot: tuple) -> None:
+        """Put this scene in the pose of ``snapshot`` (from :meth:`pose_snapshot`), for
+        rendering: positions only, no physics step."""
+        qpos, mocap_pos, mocap_quat, geom_rgba = snapshot
+        with self.locked():
+            d, m = self.data, self.model
+            d.qpos[:] = qpos
+            d.mocap_pos[:] = mocap_pos
+            d.mocap_quat[:] = mocap_quat
+            m.geom_rgba[:] = geom_rgba
+            self._mj.mj_forward(m, d)
+
     def sim_state(self) -> SimState:
         """A privileged snapshot of the whole scene (copies, safe to keep)."""
         d, idx = self.data, self.index
