@@ -95,6 +95,9 @@ class Preset:
     # HILR rollouts last this many evaluation episodes: a corrector that takes over late needs
     # time to finish the task, and a rollout that ends in success teaches what success is.
     hilr_episode_factor: float = 1.0
+    # Random-shift augmentation of the camera images in every training phase (pixels; the
+    # config's [wm]/[policy] image_shift_px): 0 off.
+    image_shift_px: int = 0
 
 
 PRESETS = {
@@ -308,7 +311,9 @@ class Loop:
                   f"rollouts = {json.dumps(rollouts)}", f"sources = {json.dumps(list(sources))}",
                   f"holdout_episodes = {1 if len(episodes) > 2 else 0}",
                   "[wm]", f"steps = {p.wm_steps}", f"batch_size = {p.batch_size}",
+                  *([f"image_shift_px = {p.image_shift_px}"] if p.image_shift_px else []),
                   "[policy]", f"steps = {p.policy_steps}", f"batch_size = {p.batch_size}",
+                  *([f"image_shift_px = {p.image_shift_px}"] if p.image_shift_px else []),
                   *(["train_encoder = true"] if p.train_encoder else []),
                   "[continual]", f"wm_steps = {p.continual_wm_steps}",
                   f"policy_steps = {p.continual_policy_steps}",

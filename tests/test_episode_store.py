@@ -93,11 +93,15 @@ def record_episode(store: EpisodeStore, n: int, *, images_every: int = 3,
 
 
 def test_when_an_episode_is_recorded_and_sealed_expect_every_step_image_and_event_back(tmp_path):
-    store = EpisodeStore(tmp_path)
+    # The feed is a burst (6 s of steps and 400 frames in well under a second, no camera
+    # pacing): an image queue that holds all of it, so that a loaded machine's slower JPEG
+    # encoding cannot drop frames (a bounded queue drops under a burst by design).
+    store = EpisodeStore(tmp_path, config=RecorderConfig(image_queue_len=1024))
     rec, fed, imgs, events = record_episode(store, 600, takeovers=(200, 350))
     rec.event("estop", "button")
     entry = rec.finish("success")
     assert rec.stats.dropped == 0 and rec.stats.written == 600
+    assert rec.stats.images_dropped == 0
     path = store.path_of(entry.id)
 
     # The index: sealed, right hash and counts, provenance copied.

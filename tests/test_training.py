@@ -405,3 +405,52 @@ def test_baselines_and_continual_when_tiny_runs_expect_models_with_their_stages(
     records = [json.loads(x) for x in lines]
     share = next(r for r in records if r.get("kind") == "indicator")["positive_share"]
     assert 0.25 <= share <= 0.45  # configured 0.35, on a few hundred steps with ties
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def test_random_shift_when_seeded_expect_edge_padded_crop_of_each_image():
+    from models.training.augment import random_shift
+
+    rng = np.random.default_rng(3)
+    imgs = torch.from_numpy(rng.integers(0, 256, (6, 10, 12, 3), dtype=np.uint8))
+    out = random_shift(imgs, 2, np.random.default_rng(7))
+    assert out.shape == imgs.shape and out.dtype == torch.uint8
+    # The reference: pad by 2 with the edge, crop at the offsets drawn from the same seed.
+    draw = np.random.default_rng(7)
+    dy, dx = draw.integers(-2, 3, 6), draw.integers(-2, 3, 6)
+    padded = np.pad(imgs.numpy(), ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
+    for i in range(6):
+        ref = padded[i, 2 + dy[i] : 2 + dy[i] + 10, 2 + dx[i] : 2 + dx[i] + 12]
+        np.testing.assert_array_equal(out[i].numpy(), ref)
+    assert not torch.equal(out, imgs)  # 6 draws from 25 offsets: not all (0, 0) for this seed
+    assert random_shift(imgs, 0, np.random.default_rng(7)) is imgs
+    with pytest.raises(ValueError, match="max_px"):
+        random_shift(imgs, -1, np.random.default_rng(7))
+
+
+def test_image_shift_when_configured_expect_inputs_shifted_and_future_targets_not(home,
+                                                                                  tmp_path):
+    from models.training.distributed import DistContext
+    from models.training.stages import _batch, _phases
+
+    with pytest.raises(TrainingError, match="image_shift_px"):
+        parse_config({"policy": {"image_shift_px": 17}})
+    cfg = parse_config({"wm": {"image_shift_px": 4}, "policy": {"image_shift_px": 4}})
+    data = _data(home)
+    ctx = DistContext(rank=0, world=1, device=torch.device("cpu"))
+    for spec in _phases("continual", cfg) + _phases("bc", cfg) + _phases("recap", cfg):
+        assert spec.image_shift_px == 4
+        plain = data.batch(data.train[data.sample_indices(5, spec.batch_size, cfg.seed)],
+                           future=spec.name == "wm")
+        shifted = _batch(data, spec, cfg, ctx, 5)
+        assert shifted["images"].shape == plain["images"].shape
+        assert not torch.equal(shifted["images"], plain["images"])
+        torch.testing.assert_close(shifted["position"], plain["position"])
+        if spec.name == "wm":
+            assert torch.equal(shifted["future_images"], plain["future_images"])
+    off = _phases("bc", parse_config({}))[0]
+    assert off.image_shift_px == 0
+    plain = data.batch(data.train[data.sample_indices(5, off.batch_size, 0)], future=False)
+    assert torch.equal(_batch(data, off, parse_config({}), ctx, 5)["images"], plain["images"])

@@ -7,7 +7,8 @@ Sections (every key optional; defaults in the dataclasses below)::
     [data]       # episodes = [...] files, robot homes or directories; rollouts = [...]
     [reward]     # c_fail_steps, gamma, n_step, positive_share
     [wm]         # variant ("state_value" | "value"), steps, batch_size, lr, ...
-    [policy]     # steps, batch_size, lr, z_mask_p, indicator_mask_p, train_encoder
+    [policy]     # steps, batch_size, lr, z_mask_p, indicator_mask_p, train_encoder,
+                 # image_shift_px
     [continual]  # init (a run directory), wm_steps, policy_steps, indicator_mask_p, ...
     [run]        # checkpoint_every, log_every, device, threads
 
@@ -92,6 +93,11 @@ class OptimConfig:
     lr: float = 3e-4
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
+    # Random-shift augmentation of the observation's camera images: each image is padded by
+    # this many pixels (edge pixels repeated) and cropped back at a random offset, per sample.
+    # The usual remedy for image policies trained on few demonstrations (they otherwise learn
+    # pixel positions by heart); 0 turns it off. Future-frame targets are never shifted.
+    image_shift_px: int = 0
 
 
 @dataclass(frozen=True)
@@ -203,6 +209,8 @@ def _check(cfg: TrainConfig) -> None:
     for name, o in (("wm", cfg.wm), ("policy", cfg.policy)):
         if o.steps < 0 or o.batch_size < 1 or o.lr <= 0:
             problems.append(f"{name}: steps >= 0, batch_size >= 1 and lr > 0 are needed")
+        if not 0 <= o.image_shift_px <= 16:
+            problems.append(f"{name}.image_shift_px must be in 0..16")
     if cfg.wm.variant not in WM_VARIANTS:
         problems.append(f"wm.variant must be one of {list(WM_VARIANTS)}")
     if not 0.0 < cfg.wm.ema_decay < 1.0:

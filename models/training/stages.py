@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from models.language import Tokenizer
 from models.networks import RampConfig, RampNetworks
 from models.training.advantages import advantage_indicator, n_step_advantages
+from models.training.augment import random_shift
 from models.training.checkpoint import load_checkpoint, save_atomic
 from models.training.config import TrainConfig, TrainingError
 from models.training.dataset import TrainingData, episode_paths, joint_stats, load_episodes
@@ -68,30 +69,34 @@ class PhaseSpec:
     use_indicator: bool = True
     train_encoder: bool = False
     rollout_share: float | None = None
+    image_shift_px: int = 0
 
 
 def _phases(stage: str, cfg: TrainConfig) -> list[PhaseSpec]:
     w, p, c = cfg.wm, cfg.policy, cfg.continual
-    wm = PhaseSpec("wm", w.steps, w.batch_size, w.lr, variant=w.variant)
+    ws, ps = w.image_shift_px, p.image_shift_px
+    wm = PhaseSpec("wm", w.steps, w.batch_size, w.lr, variant=w.variant, image_shift_px=ws)
     pol = PhaseSpec("policy", p.steps, p.batch_size, p.lr, z_mask_p=p.z_mask_p,
-                    indicator_mask_p=p.indicator_mask_p, train_encoder=p.train_encoder)
+                    indicator_mask_p=p.indicator_mask_p, train_encoder=p.train_encoder,
+                    image_shift_px=ps)
     if stage == "wm":
         return [wm]
     if stage == "policy":
         return [pol]
     if stage == "bc":
         return [PhaseSpec("policy", p.steps, p.batch_size, p.lr, z_mask_p=1.0,
-                          use_indicator=False, train_encoder=True)]
+                          use_indicator=False, train_encoder=True, image_shift_px=ps)]
     if stage == "recap":
-        return [PhaseSpec("wm", w.steps, w.batch_size, w.lr, variant="value"),
+        return [PhaseSpec("wm", w.steps, w.batch_size, w.lr, variant="value",
+                          image_shift_px=ws),
                 PhaseSpec("policy", p.steps, p.batch_size, p.lr, z_mask_p=1.0,
-                          train_encoder=p.train_encoder)]
+                          train_encoder=p.train_encoder, image_shift_px=ps)]
     if stage == "continual":
         return [PhaseSpec("wm", c.wm_steps, w.batch_size, c.lr, variant=w.variant,
-                          rollout_share=c.rollout_share),
+                          rollout_share=c.rollout_share, image_shift_px=ws),
                 PhaseSpec("policy", c.policy_steps, p.batch_size, c.lr, z_mask_p=p.z_mask_p,
                           indicator_mask_p=c.indicator_mask_p, train_encoder=p.train_encoder,
-                          rollout_share=c.rollout_share)]
+                          rollout_share=c.rollout_share, image_shift_px=ps)]
     raise TrainingError(f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
 
 
@@ -152,6 +157,9 @@ def _batch(data: TrainingData, spec: PhaseSpec, cfg: TrainConfig, ctx: DistConte
                                rollout_share=spec.rollout_share)
     pairs = data.train[rows]
     batch = data.batch(pairs, ctx.device, future=spec.name == "wm")
+    if spec.image_shift_px:
+        rng = np.random.default_rng([cfg.seed, step, ctx.rank, 2])
+        batch["images"] = random_shift(batch["images"], spec.image_shift_px, rng)
     if spec.name == "policy":
         rng = np.random.default_rng([cfg.seed, step, ctx.rank, 1])
         z, ind = policy_conditioning(rng, len(pairs), batch["indicator"].cpu().numpy(),
