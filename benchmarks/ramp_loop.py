@@ -116,7 +116,8 @@ PRESETS = {
     "medium": Preset(demos=30, hilr=10, evals=5, iterations=3, wm_steps=500, policy_steps=1800,
                      continual_wm_steps=200, continual_policy_steps=900, batch_size=32,
                      model=MODEL, engines="torch,onnx", sim_evals=50,
-                     controller_evals_every_iteration=False, train_encoder=True),
+                     controller_evals_every_iteration=False, train_encoder=True,
+                     image_shift_px=4),
     # The budget (50 evaluation episodes per point): hours; a GPU host helps training.
     "full": Preset(demos=50, hilr=20, evals=10, iterations=3, wm_steps=3000, policy_steps=4000,
                    continual_wm_steps=1000, continual_policy_steps=2000, batch_size=64,

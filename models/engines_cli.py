@@ -100,6 +100,7 @@ class _Source:
     provenance: dict[str, Any]
     name: str
     seed: int
+    policy_uses_world_model: bool = True
 
 
 def _bundle_source(path: Path) -> _Source:
@@ -124,7 +125,7 @@ def _bundle_source(path: Path) -> _Source:
     return _Source(net.eval(), JointStats(m.joint_names, m.normalization, m.joint_min,
                                           m.joint_max),
                    m.camera_names, bundle.tokenizer(), prov, bundle.name,
-                   seed if type(seed) is int else 0)
+                   seed if type(seed) is int else 0, m.policy_uses_world_model)
 
 
 def _checkpoint_source(path: Path) -> _Source:
@@ -277,7 +278,8 @@ def build_engines(source: str | os.PathLike[str], out: str | os.PathLike[str], *
         src.networks, out, joints=src.joints, camera_names=src.camera_names,
         tokenizer=src.tokenizer, provenance=prov, name=src.name, backends=wanted,
         calibration=calibration, n_calibration=calibration_steps, evaluation=evaluation,
-        seed=src.seed, int8_failure="drop", overwrite=overwrite)
+        seed=src.seed, int8_failure="drop", overwrite=overwrite,
+        policy_uses_world_model=src.policy_uses_world_model)
     bundle = load_bundle(path)
     skipped.update({b: r for b, r in bundle.manifest.raw.get("skipped_backends", {}).items()
                     if b in backends})

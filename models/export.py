@@ -458,6 +458,7 @@ def export_bundle(
     int8_max_err_frac_range: float = 0.01,
     int8_failure: Literal["raise", "drop"] = "raise",
     overwrite: bool = False,
+    policy_uses_world_model: bool = True,
 ) -> Path:
     """Build a bundle at ``out_dir`` from ``networks``; returns its path.
 
@@ -469,6 +470,9 @@ def export_bundle(
     graphs must reach ``int8_min_cosine`` and, where joint limits are known, a largest action error
     below ``int8_max_err_frac_range`` of the joint's range; otherwise ``int8_failure`` says
     whether to raise ExportError or leave ``onnx-int8`` out (recorded in the manifest).
+    ``policy_uses_world_model``: False for a policy trained with the world-model tokens always
+    masked (behaviour cloning, RECAP): the manifest says so and engines then feed it the mask
+    token in standard mode too (the world model still runs there, for the value).
 
     Raises ExportError (a backend cannot be built or fails its checks), BundleError (out_dir
     exists and not ``overwrite``), ValueError (inconsistent arguments).
@@ -492,6 +496,7 @@ def export_bundle(
             int8_max_err_frac_range=int8_max_err_frac_range,
             int8_failure=int8_failure,
             overwrite=overwrite,
+            policy_uses_world_model=policy_uses_world_model,
         )
 
 
@@ -515,6 +520,7 @@ def _export_bundle(
     int8_max_err_frac_range: float,
     int8_failure: Literal["raise", "drop"],
     overwrite: bool,
+    policy_uses_world_model: bool,
 ) -> Path:
     cfg = networks.cfg
     names = tuple(joints.names)
@@ -614,6 +620,7 @@ def _export_bundle(
             tokenizer=tokenizer, art=art, provenance=provenance, skipped=skipped,
             exporter="+".join(sorted(exporters)) or None,
             calibration_note=f"{len(calibration)} {calibration_note}, MinMax",
+            policy_uses_world_model=policy_uses_world_model,
         )
         # Phase 1: the probe's input only, so the staged bundle loads and engines can open it.
         probe_arrays = {
@@ -677,7 +684,8 @@ def _manifest(*, name: str, cfg_dict: dict[str, Any], joints: JointStats,
               camera_names: Sequence[str], image_shape: tuple[int, int, int], chunk_size: int,
               action_rate_hz: float, tokenizer: Tokenizer, art: Mapping[str, Mapping[str, str]],
               provenance: Mapping[str, Any], skipped: Mapping[str, str],
-              exporter: str | None, calibration_note: str) -> dict[str, Any]:
+              exporter: str | None, calibration_note: str,
+              policy_uses_world_model: bool = True) -> dict[str, Any]:
     h, w, _ = image_shape
     n = len(joints.names)
     backends: dict[str, Any] = {}
@@ -694,7 +702,8 @@ def _manifest(*, name: str, cfg_dict: dict[str, Any], joints: JointStats,
         joints_entry["position_max"] = [float(x) for x in joints.position_max]
     return {
         "name": name,
-        "model": {"family": "ramp", "config": cfg_dict},
+        "model": {"family": "ramp", "config": cfg_dict,
+                  "policy_uses_world_model": bool(policy_uses_world_model)},
         "io": {
             "cameras": [{"name": c, "height": h, "width": w, "channels": 3}
                         for c in camera_names],

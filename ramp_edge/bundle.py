@@ -164,6 +164,9 @@ class Manifest:
     normalization: Normalization
     model_family: str
     model_config: Mapping[str, Any]
+    # False: the policy was trained with the world-model tokens always masked (behaviour
+    # cloning, RECAP), so engines give it the mask token in standard mode too.
+    policy_uses_world_model: bool
     backends: Mapping[str, BackendEntry]
     artifacts: Mapping[str, tuple[str, int]]  # relative path -> (sha256 hex, size in bytes)
     probe_tolerances: Mapping[str, ProbeTolerance]
@@ -331,6 +334,8 @@ def _parse_manifest(data: Any) -> Manifest:
     model = _key(data, "model", dict, "", "an object")
     model_family = _str(model, "family", "model")
     model_config = _key(model, "config", dict, "model", "an object")
+    policy_uses_world_model = model.get("policy_uses_world_model", True)
+    _expect(policy_uses_world_model, bool, "model.policy_uses_world_model", "true or false")
 
     artifacts_raw = _key(data, "artifacts", dict, "", "an object")
     artifacts: dict[str, tuple[str, int]] = {}
@@ -404,6 +409,7 @@ def _parse_manifest(data: Any) -> Manifest:
         normalization=normalization,
         model_family=model_family,
         model_config=model_config,
+        policy_uses_world_model=policy_uses_world_model,
         backends=backends,
         artifacts=artifacts,
         probe_tolerances=tolerances,

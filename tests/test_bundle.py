@@ -187,9 +187,11 @@ def test_when_format_version_is_unknown_expect_it_named(copy):
         (lambda m: m.update(format="something-else"), "format: must be 'ramp-edge-bundle'"),
         (lambda m: m["io"]["tokenizer"].update(name="bpe"),
          "io.tokenizer: tokenizer 'bpe' is unknown"),
+        (lambda m: m["model"].update(policy_uses_world_model="no"),
+         'model.policy_uses_world_model: must be true or false, not "no"'),
     ],
     ids=["chunk-size-string", "negative-std", "joint-count", "no-provenance", "path-escape",
-         "bool-tolerance", "wrong-format", "unknown-tokenizer"],
+         "bool-tolerance", "wrong-format", "unknown-tokenizer", "world-model-flag-string"],
 )
 def test_when_manifest_has_wrong_types_expect_the_field_named(copy, edit, expected):
     edit_manifest(copy, edit)

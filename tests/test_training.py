@@ -307,7 +307,12 @@ def test_end_to_end_when_wm_then_policy_expect_bundle_that_passes_its_probe(home
     assert bundle.trained and bundle.joint_names[0] == "shoulder_pan"
     with open_engine(bundle, "torch-eager") as engine:  # verifies the probe on open
         report = bundle.verify(engine)
+        obs = bundle.probe_observation()
+        standard, efficient = engine.predict(obs, "standard"), engine.predict(obs, "efficient")
     assert report.backend == "torch-eager"
+    # RAMP's policy reads the world model's tokens in standard mode.
+    assert bundle.manifest.policy_uses_world_model
+    assert not np.allclose(standard.actions, efficient.actions)
     with pytest.raises(TrainingError, match="another config"):
         run_stage("wm", parse_config({}), text + "\n# changed\n", run)
 
@@ -454,3 +459,58 @@ def test_image_shift_when_configured_expect_inputs_shifted_and_future_targets_no
     assert off.image_shift_px == 0
     plain = data.batch(data.train[data.sample_indices(5, off.batch_size, 0)], future=False)
     assert torch.equal(_batch(data, off, parse_config({}), ctx, 5)["images"], plain["images"])
+
+
+def test_lr_schedule_when_cosine_expect_lr_to_final_fraction_and_logged_per_step(home, tmp_path):
+    from models.training.stages import PhaseSpec, run_stage
+
+    with pytest.raises(TrainingError, match="lr_schedule"):
+        parse_config({"wm": {"lr_schedule": "linear"}})
+    with pytest.raises(TrainingError, match="lr_final_fraction"):
+        parse_config({"policy": {"lr_final_fraction": 1.5}})
+    spec = PhaseSpec("policy", 11, 8, 1e-3, lr_schedule="cosine", lr_final_fraction=0.1)
+    lrs = [spec.lr_at(k) for k in range(11)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)
+    assert lrs[5] == pytest.approx(0.5 * (1e-3 + 1e-4))  # halfway down the cosine
+    assert bool(np.all(np.diff(lrs) < 0))
+    assert PhaseSpec("policy", 11, 8, 1e-3).lr_at(7) == 1e-3  # constant by default
+    # A run logs the rate each logged step used; the optimiser follows the schedule.
+    cfg_file = tmp_path / "run.toml"
+    cfg_file.write_text(_config_text(home, steps=6).replace(
+        "[policy]\n", '[policy]\nlr_schedule = "cosine"\nlr = 0.002\nlr_final_fraction = 0.25\n'))
+    cfg, text = load_config(cfg_file)
+    run_stage("bc", cfg, text, tmp_path / "bc")
+    lines = (tmp_path / "bc" / "metrics.jsonl").read_text().splitlines()
+    logged = [r["lr"] for r in map(json.loads, lines) if "lr" in r]
+    assert len(logged) == 6  # log_every = 1
+    assert logged[0] == pytest.approx(0.002)
+    assert logged[1] == pytest.approx(0.002 * (0.25 + 0.75 * 0.5 * (1 + np.cos(np.pi / 5))))
+    assert logged[-1] == pytest.approx(0.0005)
+
+
+def test_bc_and_recap_bundles_when_standard_mode_expect_the_mask_token_they_trained_with(
+        home, tmp_path):
+    """A policy trained with the world-model tokens always masked (BC, RECAP) never saw real
+    tokens: its bundle says so, and standard mode feeds it the mask token (the world model
+    still runs, for RECAP's value), so both modes give the actions it was trained to give."""
+    from models.training.run_files import export_run
+    from models.training.stages import run_stage
+    from ramp_edge.bundle import load_bundle
+    from ramp_edge.engines import open_engine
+
+    cfg_file = tmp_path / "run.toml"
+    cfg_file.write_text(_config_text(home, steps=2))
+    cfg, text = load_config(cfg_file)
+    for stage in ("bc", "recap"):
+        run_stage(stage, cfg, text, tmp_path / stage)
+        bundle = load_bundle(export_run(tmp_path / stage, tmp_path / f"{stage}-bundle",
+                                        backends=["torch-eager", "onnx-fp32"]))
+        assert bundle.manifest.raw["model"]["policy_uses_world_model"] is False
+        assert bundle.manifest.policy_uses_world_model is False
+        obs = bundle.probe_observation()
+        for backend in ("torch-eager", "onnx-fp32"):
+            with open_engine(bundle, backend) as engine:  # the probe verifies on open
+                standard = engine.predict(obs, "standard")
+                efficient = engine.predict(obs, "efficient")
+            np.testing.assert_allclose(standard.actions, efficient.actions, rtol=0, atol=1e-6)
+            assert standard.value is not None and efficient.value is None

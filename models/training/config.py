@@ -8,7 +8,7 @@ Sections (every key optional; defaults in the dataclasses below)::
     [reward]     # c_fail_steps, gamma, n_step, positive_share
     [wm]         # variant ("state_value" | "value"), steps, batch_size, lr, ...
     [policy]     # steps, batch_size, lr, z_mask_p, indicator_mask_p, train_encoder,
-                 # image_shift_px
+                 # image_shift_px, lr_schedule, lr_final_fraction
     [continual]  # init (a run directory), wm_steps, policy_steps, indicator_mask_p, ...
     [run]        # checkpoint_every, log_every, device, threads
 
@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 WM_VARIANTS = ("state_value", "value")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class TrainingError(EdgeError, ValueError):
@@ -98,6 +99,11 @@ class OptimConfig:
     # The usual remedy for image policies trained on few demonstrations (they otherwise learn
     # pixel positions by heart); 0 turns it off. Future-frame targets are never shifted.
     image_shift_px: int = 0
+    # Learning rate over the phase: "constant", or "cosine" (from lr down to lr_final_fraction
+    # x lr at the last step). A constant rate leaves Adam on an L1 action loss hovering at a
+    # noise floor set by the rate; decaying it lets the fit settle.
+    lr_schedule: str = "constant"
+    lr_final_fraction: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -211,6 +217,10 @@ def _check(cfg: TrainConfig) -> None:
             problems.append(f"{name}: steps >= 0, batch_size >= 1 and lr > 0 are needed")
         if not 0 <= o.image_shift_px <= 16:
             problems.append(f"{name}.image_shift_px must be in 0..16")
+        if o.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"{name}.lr_schedule must be one of {list(LR_SCHEDULES)}")
+        if not 0.0 <= o.lr_final_fraction <= 1.0:
+            problems.append(f"{name}.lr_final_fraction must be in [0, 1]")
     if cfg.wm.variant not in WM_VARIANTS:
         problems.append(f"wm.variant must be one of {list(WM_VARIANTS)}")
     if not 0.0 < cfg.wm.ema_decay < 1.0:

@@ -102,4 +102,5 @@ def export_run(run_dir: str | Path, out_bundle: str | Path, *,
                     "stages": model.stages, **model.info},
         name=f"{Path(run_dir).resolve().name}-{'+'.join(model.stages)}",
         backends=backends, int8_failure="drop", overwrite=overwrite,
+        policy_uses_world_model=bool(model.info.get("policy_uses_world_model", True)),
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -70,33 +71,46 @@ class PhaseSpec:
     train_encoder: bool = False
     rollout_share: float | None = None
     image_shift_px: int = 0
+    lr_schedule: str = "constant"
+    lr_final_fraction: float = 0.05
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimiser step ``step`` (0-based) of this phase."""
+        if self.lr_schedule == "constant" or self.steps <= 1:
+            return self.lr
+        final = self.lr * self.lr_final_fraction
+        x = min(step, self.steps - 1) / (self.steps - 1)
+        return final + (self.lr - final) * 0.5 * (1.0 + math.cos(math.pi * x))
 
 
 def _phases(stage: str, cfg: TrainConfig) -> list[PhaseSpec]:
     w, p, c = cfg.wm, cfg.policy, cfg.continual
-    ws, ps = w.image_shift_px, p.image_shift_px
-    wm = PhaseSpec("wm", w.steps, w.batch_size, w.lr, variant=w.variant, image_shift_px=ws)
+    ws = {"image_shift_px": w.image_shift_px, "lr_schedule": w.lr_schedule,
+          "lr_final_fraction": w.lr_final_fraction}
+    ps = {"image_shift_px": p.image_shift_px, "lr_schedule": p.lr_schedule,
+          "lr_final_fraction": p.lr_final_fraction}
+    wm = PhaseSpec("wm", w.steps, w.batch_size, w.lr, variant=w.variant, **ws)
     pol = PhaseSpec("policy", p.steps, p.batch_size, p.lr, z_mask_p=p.z_mask_p,
                     indicator_mask_p=p.indicator_mask_p, train_encoder=p.train_encoder,
-                    image_shift_px=ps)
+                    **ps)
     if stage == "wm":
         return [wm]
     if stage == "policy":
         return [pol]
     if stage == "bc":
         return [PhaseSpec("policy", p.steps, p.batch_size, p.lr, z_mask_p=1.0,
-                          use_indicator=False, train_encoder=True, image_shift_px=ps)]
+                          use_indicator=False, train_encoder=True, **ps)]
     if stage == "recap":
         return [PhaseSpec("wm", w.steps, w.batch_size, w.lr, variant="value",
-                          image_shift_px=ws),
+                          **ws),
                 PhaseSpec("policy", p.steps, p.batch_size, p.lr, z_mask_p=1.0,
-                          train_encoder=p.train_encoder, image_shift_px=ps)]
+                          train_encoder=p.train_encoder, **ps)]
     if stage == "continual":
         return [PhaseSpec("wm", c.wm_steps, w.batch_size, c.lr, variant=w.variant,
-                          rollout_share=c.rollout_share, image_shift_px=ws),
+                          rollout_share=c.rollout_share, **ws),
                 PhaseSpec("policy", c.policy_steps, p.batch_size, c.lr, z_mask_p=p.z_mask_p,
                           indicator_mask_p=c.indicator_mask_p, train_encoder=p.train_encoder,
-                          rollout_share=c.rollout_share, image_shift_px=ps)]
+                          rollout_share=c.rollout_share, **ps)]
     raise TrainingError(f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
 
 
@@ -233,6 +247,9 @@ def _run_phase(stage: str, spec: PhaseSpec, net: RampNetworks, data: TrainingDat
     progress = Progress(f"{stage}/{spec.name}", spec.steps, step, enabled=ctx.is_main)
     t_last = time.monotonic()
     while step < end:
+        lr = spec.lr_at(step)
+        for group in opt.param_groups:
+            group["lr"] = lr
         batch = _batch(data, spec, cfg, ctx, step)
         if spec.name == "wm":
             loss, parts = model(batch, target_latents(target, batch, horizons))
@@ -250,7 +267,7 @@ def _run_phase(stage: str, spec: PhaseSpec, net: RampNetworks, data: TrainingDat
             if ctx.is_main:
                 now = time.monotonic()
                 metrics.write(stage, spec.name, {
-                    "step": step, **values, "grad_norm": float(grad_norm), "lr": spec.lr,
+                    "step": step, **values, "grad_norm": float(grad_norm), "lr": lr,
                     "seconds": round(now - t_last, 4)})
                 t_last = now
             progress.update(step, **values)
@@ -371,6 +388,9 @@ def run_stage(stage: str, cfg: TrainConfig, config_text: str, run_dir: str | Pat
             info["task_scales"] = data.task_scales
             if stage in ("wm", "recap", "continual"):
                 info["wm_variant"] = "value" if stage == "recap" else cfg.wm.variant
+            policy = [sp for sp in _phases(stage, cfg) if sp.name == "policy"]
+            if policy:  # the policy's last training says whether it reads the world model
+                info["policy_uses_world_model"] = policy[-1].z_mask_p < 1.0
             start.stages.append(stage)
             start.info = info
             save_run_model(run_dir, start)

@@ -133,6 +133,9 @@ class Engine(abc.ABC):
         self._indicator = np.ones((1, 1), dtype=np.float32)
         self._z_use = np.zeros((1, 1), dtype=np.float32)
         self._z_masked = np.ones((1, 1), dtype=np.float32)
+        # A policy trained without the world model's tokens (behaviour cloning, RECAP) gets
+        # its mask token in standard mode too: tokens it never saw would steer it anywhere.
+        self._z_standard = self._z_use if m.policy_uses_world_model else self._z_masked
         horizons, latent = m.model_config.get("horizons"), m.model_config.get("latent_dim")
         if not isinstance(horizons, list) or not horizons or type(latent) is not int:
             from ramp_edge.bundle import BundleError
@@ -170,7 +173,9 @@ class Engine(abc.ABC):
         """One action chunk for ``obs``.
 
         ``mode="standard"`` runs the world model, then the policy conditioned on its future
-        latents; ``"efficient"`` skips the world model (the policy sees its learned mask token
+        latents (a bundle whose manifest says ``policy_uses_world_model: false`` runs the world
+        model for the value only: its policy sees the mask token, as in training);
+        ``"efficient"`` skips the world model (the policy sees its learned mask token
         instead, and ``value`` is None). ``indicator`` is the advantage indicator I (1 at
         inference, as RAMP prescribes). Raises ObservationError for an observation that does
         not match the bundle, ValueError for an unknown mode, EngineClosedError after close(),
@@ -188,7 +193,7 @@ class Engine(abc.ABC):
                 "encoder", (self._images, self._pos, self._vel, self._tokens))
             if mode == "standard":
                 future, value_arr = self._run("world_model", (obs_latent, lang))
-                z_mask = self._z_use
+                z_mask = self._z_standard
                 value: float | None = float(np.asarray(value_arr).reshape(-1)[0])
             else:
                 future, z_mask, value = self._no_future, self._z_masked, None
