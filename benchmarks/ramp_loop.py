@@ -98,6 +98,9 @@ class Preset:
     # Random-shift augmentation of the camera images in every training phase (pixels; the
     # config's [wm]/[policy] image_shift_px): 0 off.
     image_shift_px: int = 0
+    # Learning rate over each training phase ([wm]/[policy] lr_schedule): "constant" or
+    # "cosine" (down to 5% at the phase's last step).
+    lr_schedule: str = "constant"
 
 
 PRESETS = {
@@ -117,11 +120,12 @@ PRESETS = {
                      continual_wm_steps=200, continual_policy_steps=900, batch_size=32,
                      model=MODEL, engines="torch,onnx", sim_evals=50,
                      controller_evals_every_iteration=False, train_encoder=True,
-                     image_shift_px=4),
+                     image_shift_px=4, lr_schedule="cosine", hilr_episode_factor=1.5),
     # The issue's budget (50 evaluation episodes per point): hours; a GPU host helps training.
     "full": Preset(demos=50, hilr=20, evals=10, iterations=3, wm_steps=3000, policy_steps=4000,
                    continual_wm_steps=1000, continual_policy_steps=2000, batch_size=64,
-                   model=MODEL, sim_evals=50, train_encoder=True, hilr_episode_factor=2.0),
+                   model=MODEL, sim_evals=50, train_encoder=True, hilr_episode_factor=2.0,
+                   image_shift_px=4, lr_schedule="cosine"),
 }
 
 
@@ -312,9 +316,9 @@ class Loop:
                   f"rollouts = {json.dumps(rollouts)}", f"sources = {json.dumps(list(sources))}",
                   f"holdout_episodes = {1 if len(episodes) > 2 else 0}",
                   "[wm]", f"steps = {p.wm_steps}", f"batch_size = {p.batch_size}",
-                  *([f"image_shift_px = {p.image_shift_px}"] if p.image_shift_px else []),
+                  *self._phase_options(),
                   "[policy]", f"steps = {p.policy_steps}", f"batch_size = {p.batch_size}",
-                  *([f"image_shift_px = {p.image_shift_px}"] if p.image_shift_px else []),
+                  *self._phase_options(),
                   *(["train_encoder = true"] if p.train_encoder else []),
                   "[continual]", f"wm_steps = {p.continual_wm_steps}",
                   f"policy_steps = {p.continual_policy_steps}",
@@ -324,6 +328,12 @@ class Loop:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n")
         return path
+
+    def _phase_options(self) -> list[str]:
+        """The preset's [wm]/[policy] options beyond steps and batch size."""
+        p = self.p
+        return ([f"image_shift_px = {p.image_shift_px}"] if p.image_shift_px else []) + (
+            [f'lr_schedule = "{p.lr_schedule}"'] if p.lr_schedule != "constant" else [])
 
     def train(self, method: str, it: int, base: list[str], rollouts: list[str]) -> Path:
         """Train ``method`` for iteration ``it``; returns the engine-built bundle."""
