@@ -1,6 +1,7 @@
 """The RAMP loop closed in simulation, through the real command line end to end.
 
-    .venv/bin/python benchmarks/ramp_loop.py --work DIR [--preset mini|small|full] [--task T]
+    .venv/bin/python benchmarks/ramp_loop.py --work DIR [--preset mini|small|medium|full] [--task T]
+        [--iterations N]
     .venv/bin/python benchmarks/ramp_loop.py --work DIR --report-only   # report what finished
 
 Every step is a ``ramp-edge`` command, as an engineer would type it:
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -134,10 +136,13 @@ class LoopError(RuntimeError):
 
 
 class Loop:
-    def __init__(self, work: Path, preset: str, task: str, verbose: bool) -> None:
+    def __init__(self, work: Path, preset: str, task: str, verbose: bool,
+                 iterations: int | None = None) -> None:
         self.work = work.resolve()
         self.preset_name = preset
         self.p = PRESETS[preset]
+        if iterations is not None:  # fewer (or more) HILR rounds than the preset's
+            self.p = dataclasses.replace(self.p, iterations=iterations)
         self.task = task
         self.verbose = verbose
         self.robot = self.work / "robot"
@@ -151,6 +156,7 @@ class Loop:
         self.results.setdefault("preset", preset)
         self.results.setdefault("task", task)
         self.results.setdefault("steps", [])
+        self.results["iterations"] = self.p.iterations
         self.server: subprocess.Popen | None = None
         self.port = 0
 
@@ -526,6 +532,7 @@ def ship(work: Path, out: Path) -> Path:
         "command": f"python benchmarks/ramp_loop.py --work DIR --preset {res.get('preset')} "
                    f"--task {res.get('task')} --report REPORT.md",
         "then": f"python benchmarks/ramp_loop.py --work DIR --ship {out.name}",
+        "task": res.get("task"),
         "chosen": best, "success_rate": s, "mean_task_progress": round(p, 3),
         "grasp_rate": round(g, 3),
         "evaluation_episodes": ev[best]["n"], "training_configs": configs,
@@ -591,7 +598,9 @@ def write_report(work: Path, out_md: Path, fig_dir: Path) -> None:
               f"{SEED_EVAL} on, the same for every method and iteration, disjoint from training.",
               "", *_method_table(ev, its, series, success),
               "", "95% Wilson intervals. `ramp-efficient`: the same RAMP bundle with the world "
-              "model skipped (z masked).", ""]
+              "model skipped (z masked). `bc`, `recap`: policies trained with the world model's "
+              "tokens always masked; their bundles say so (`policy_uses_world_model: false`) and "
+              "run them on the mask token in either mode.", ""]
     lines += ["## Task progress per iteration (mean share of sub-goals reached)", "",
               *_method_table(ev, its, series, progress), ""]
     if any("grasped" in e for r in ev.values() for e in r.get("episodes", [])):
@@ -701,11 +710,15 @@ def _against_the_paper(res: dict, its: list[int]) -> list[str]:
     if p is not None:
         n_eval = p.sim_evals or p.evals
         out.append(f"Scale of this run (preset `{res.get('preset')}`): {p.demos} demonstrations, "
-                   f"{p.hilr} HILR rollouts per iteration, {p.iterations} iterations, "
+                   f"{p.hilr} HILR rollouts per iteration, "
+                   f"{res.get('iterations', p.iterations)} iterations, "
                    f"{n_eval} evaluation episodes per point (the issue asks for at least 50), "
                    f"world model {p.wm_steps} and policy {p.policy_steps} optimiser steps of "
                    f"batch {p.batch_size} on a 2-core CPU, networks of "
-                   f"{_parameters(p.model)} parameters.")
+                   f"{_parameters(p.model)} parameters"
+                   + (f", image shifts of {p.image_shift_px} px" if p.image_shift_px else "")
+                   + (f", {p.lr_schedule} learning rate" if p.lr_schedule != "constant" else "")
+                   + ".")
     if its:
         last = its[-1]
         r, c = ev.get(f"ramp-it{last}"), ev.get(f"recap-it{last}")
@@ -788,6 +801,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ap.add_argument("--task", choices=sorted(TASK_SECONDS), default="stack_blocks")
+    ap.add_argument("--iterations", type=int, default=None,
+                    help="HILR + continual rounds (default: the preset's); 0: train and "
+                         "evaluate on the demonstrations only.")
     ap.add_argument("--report", type=Path, default=None,
                     help="Write the Markdown report here (figures beside it).")
     ap.add_argument("--report-only", action="store_true")
@@ -797,7 +813,9 @@ def main() -> None:
     args = ap.parse_args()
     if not args.report_only:
         try:
-            Loop(args.work, args.preset, args.task, args.verbose).run()
+            if args.iterations is not None and args.iterations < 0:
+                ap.error("--iterations must be >= 0")
+            Loop(args.work, args.preset, args.task, args.verbose, args.iterations).run()
         except LoopError as err:
             print(f"ramp_loop: {err}", file=sys.stderr)
             sys.exit(1)
