@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from models.networks import RampConfig, RampNetworks
 from models.training.advantages import advantage_indicator, n_step_advantages
 from models.training.augment import random_shift
 from models.training.checkpoint import load_checkpoint, save_atomic
-from models.training.config import TrainConfig, TrainingError
+from models.training.config import OptimConfig, TrainConfig, TrainingError
 from models.training.dataset import TrainingData, episode_paths, joint_stats, load_episodes
 from models.training.distributed import DistContext, init_distributed
 from models.training.metrics_log import MetricsLog, Progress
@@ -83,12 +84,15 @@ class PhaseSpec:
         return final + (self.lr - final) * 0.5 * (1.0 + math.cos(math.pi * x))
 
 
+def _shared_options(o: OptimConfig) -> dict[str, Any]:
+    """The optimiser section's options every phase built from it takes as they are."""
+    return {"image_shift_px": o.image_shift_px, "lr_schedule": o.lr_schedule,
+            "lr_final_fraction": o.lr_final_fraction}
+
+
 def _phases(stage: str, cfg: TrainConfig) -> list[PhaseSpec]:
     w, p, c = cfg.wm, cfg.policy, cfg.continual
-    ws = {"image_shift_px": w.image_shift_px, "lr_schedule": w.lr_schedule,
-          "lr_final_fraction": w.lr_final_fraction}
-    ps = {"image_shift_px": p.image_shift_px, "lr_schedule": p.lr_schedule,
-          "lr_final_fraction": p.lr_final_fraction}
+    ws, ps = _shared_options(w), _shared_options(p)
     wm = PhaseSpec("wm", w.steps, w.batch_size, w.lr, variant=w.variant, **ws)
     pol = PhaseSpec("policy", p.steps, p.batch_size, p.lr, z_mask_p=p.z_mask_p,
                     indicator_mask_p=p.indicator_mask_p, train_encoder=p.train_encoder,

@@ -131,11 +131,11 @@ class Engine(abc.ABC):
         self._vel = np.zeros((1, self._n), dtype=np.float32)
         self._tokens = np.zeros((1, self._n_tokens), dtype=np.int64)
         self._indicator = np.ones((1, 1), dtype=np.float32)
-        self._z_use = np.zeros((1, 1), dtype=np.float32)
         self._z_masked = np.ones((1, 1), dtype=np.float32)
         # A policy trained without the world model's tokens (behaviour cloning, RECAP) gets
         # its mask token in standard mode too: tokens it never saw would steer it anywhere.
-        self._z_standard = self._z_use if m.policy_uses_world_model else self._z_masked
+        self._z_standard = (np.zeros((1, 1), dtype=np.float32) if m.policy_uses_world_model
+                            else self._z_masked)
         horizons, latent = m.model_config.get("horizons"), m.model_config.get("latent_dim")
         if not isinstance(horizons, list) or not horizons or type(latent) is not int:
             from ramp_edge.bundle import BundleError
