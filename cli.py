@@ -25,6 +25,7 @@ from ramp_edge.cli_episodes import episodes_app
 from ramp_edge.cli_model import model_app
 from ramp_edge.cli_run import estop, run, status
 from ramp_edge.cli_sim_eval import sim_eval
+from ramp_edge.cli_sim_record import sim_record
 from ramp_edge.cli_sync import sync_app
 from ramp_edge.cli_systemd import systemd_app
 
@@ -39,6 +40,7 @@ app.add_typer(emulator_app, name="emulator")
 app.add_typer(config_app, name="config")
 app.add_typer(systemd_app, name="systemd")
 sim_app.command("eval")(sim_eval)
+sim_app.command("record")(sim_record)
 app.add_typer(sim_app, name="sim")
 app.add_typer(model_app, name="model")
 app.add_typer(engine_app, name="engine")

@@ -480,7 +480,8 @@ class Loop:
             ids = [e["episode_id"] for e in self.results[hk] if e["episode_id"]]
             rollouts = rollouts + self.host_paths(ids)
         final = self.bundles / f"ramp-it{p.iterations}"
-        if "latency" not in self.results and final.exists():
+        stale = self.results.get("latency", {}).get("bundle") != str(final)
+        if stale and final.exists():  # none yet, or a resumed loop ran more iterations
             self.results["latency"] = self.json_cmd("engine", "bench", str(final), "--runs",
                                                     str(p.bench_runs), "--threads", "1", "--json")
         self.results["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, Python "

@@ -41,7 +41,7 @@ from ramp_edge.chunks import ActionScheduler, Staleness
 from ramp_edge.config import RobotConfig
 from ramp_edge.safety import ChunkRejectedError, JointLimits, SafetyFilter, check_chunk
 
-__all__ = ["SimEpisode", "evaluate_bundle", "summarise"]
+__all__ = ["SimCameras", "SimEpisode", "evaluate_bundle", "summarise"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class SimEpisode:
         return asdict(self)
 
 
-class _Cameras:
+class SimCameras:
     """Frames at ``rate_hz`` of simulated time: a snapshot of the scene per frame time, posed
     in a mirror scene and rendered only when an observation asks for the newest frame."""
 
@@ -88,14 +88,16 @@ class _Cameras:
     def reset(self) -> None:
         self._snapshot, self._next_t, self._rendered = None, 0.0, None
 
-    def tick(self, t_s: float) -> None:
+    def tick(self, t_s: float) -> bool:
+        """Take the scene's snapshot when a frame is due at ``t_s``; True when one was."""
         if t_s + 1e-9 < self._next_t:
-            return
+            return False
         self._snapshot = self.plant.pose_snapshot()
         self._rendered = None
         self._next_t += self.period_s
         while self._next_t <= t_s:
             self._next_t += self.period_s
+        return True
 
     def latest(self) -> dict[str, np.ndarray]:
         if self._rendered is None:
@@ -142,7 +144,7 @@ def evaluate_bundle(
                          f"config {cfg.source} names {list(cfg.joint_names)}")
     n, horizon = len(cfg.joints), cfg.rates.chunk_size
     h, w = bundle.manifest.image_shape[:2]
-    cameras = _Cameras(plant, (h, w), cfg.rates.camera_hz)
+    cameras = SimCameras(plant, (h, w), cfg.rates.camera_hz)
     tokenizer = bundle.tokenizer()
     period = 1.0 / cfg.rates.control_hz
     # As the controller does at arming: the config's limits within the motor controller's
@@ -165,7 +167,7 @@ def evaluate_bundle(
     return out
 
 
-def _episode(plant: Any, cameras: _Cameras, engine: Any, bundle: Any, tokenizer: Any,
+def _episode(plant: Any, cameras: SimCameras, engine: Any, bundle: Any, tokenizer: Any,
              observation_cls: type, servo_cls: type, cfg: RobotConfig, limits: JointLimits,
              period: float, n: int, horizon: int, seed: int, mode: str,
              duration_s: float | None,
