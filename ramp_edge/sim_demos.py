@@ -80,27 +80,19 @@ def record_demonstrations(
     """Record one scripted demonstration of ``task`` per seed into the episode store under
     ``home`` (the robot's home, as ``ramp-edge run --record`` writes). Raises UnknownTaskError,
     SimUnavailableError (no MuJoCo) and :class:`RecordingLostDataError`."""
-    from firmware_bridge.emulator.device import DeviceConfig
     from firmware_bridge.sim.expert import ExpertConfig, ScriptedExpert
-    from firmware_bridge.sim.plant import MujocoPlant
     from firmware_bridge.sim.rollout import ServoEmulation
     from ramp_edge.config import load_config
-    from ramp_edge.sim_eval import SimCameras
+    from ramp_edge.sim_eval import SimCameras, open_sim_arm
 
     cfg = config or load_config(None)
-    plant = MujocoPlant(task)
-    if tuple(plant.joint_names) != cfg.joint_names:
-        raise ValueError(f"the simulated arm has joints {list(plant.joint_names)}, the robot "
-                         f"config {cfg.source} names {list(cfg.joint_names)}")
+    plant, limits = open_sim_arm(task, cfg)
     sizes = {(c.height, c.width) for c in cfg.cameras}
     if len(sizes) != 1:
         raise ValueError(f"the robot config's cameras differ in size ({sorted(sizes)}); the "
                          "simulated cameras render one size")
     cameras = SimCameras(plant, sizes.pop(), cfg.rates.camera_hz)
     names = [c.name for c in cfg.cameras]
-    device = DeviceConfig.default(len(cfg.joints))
-    limits = JointLimits.from_config(cfg).intersect(np.asarray(device.position_min, np.float64),
-                                                    np.asarray(device.position_max, np.float64))
     # A frame burst of a whole episode fits the queues: nothing is dropped for speed.
     store = EpisodeStore(home, config=RecorderConfig(step_queue_len=1 << 20,
                                                      image_queue_len=1 << 16))

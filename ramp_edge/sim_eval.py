@@ -41,7 +41,7 @@ from ramp_edge.chunks import ActionScheduler, Staleness
 from ramp_edge.config import RobotConfig
 from ramp_edge.safety import ChunkRejectedError, JointLimits, SafetyFilter, check_chunk
 
-__all__ = ["SimCameras", "SimEpisode", "evaluate_bundle", "summarise"]
+__all__ = ["SimCameras", "SimEpisode", "evaluate_bundle", "open_sim_arm", "summarise"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,24 @@ class SimCameras:
         self.renderer.close()
 
 
+def open_sim_arm(task: str, cfg: RobotConfig) -> tuple[Any, JointLimits]:
+    """The task's MuJoCo plant and the joint limits the controller arms with on the emulated
+    robot: the config's limits within the motor controller's (the emulator's defaults) and the
+    calibration's (the same, for the emulated robot). Raises UnknownTaskError, and ValueError
+    when the simulated arm's joints are not the config's."""
+    from firmware_bridge.emulator.device import DeviceConfig
+    from firmware_bridge.sim.plant import MujocoPlant
+
+    plant = MujocoPlant(task)
+    if tuple(plant.joint_names) != cfg.joint_names:
+        raise ValueError(f"the simulated arm has joints {list(plant.joint_names)}, the robot "
+                         f"config {cfg.source} names {list(cfg.joint_names)}")
+    device = DeviceConfig.default(len(cfg.joints))
+    limits = JointLimits.from_config(cfg).intersect(np.asarray(device.position_min, np.float64),
+                                                    np.asarray(device.position_max, np.float64))
+    return plant, limits
+
+
 def evaluate_bundle(
     bundle_path: str | Path,
     *,
@@ -128,8 +146,6 @@ def evaluate_bundle(
     sees every command sent (source: ``policy``, ``ramp`` or ``hold``, as the controller labels
     its steps). Raises what loading the bundle raises
     (BundleError, BundleMismatchError, EngineUnavailableError) and UnknownTaskError."""
-    from firmware_bridge.emulator.device import DeviceConfig
-    from firmware_bridge.sim.plant import MujocoPlant
     from firmware_bridge.sim.rollout import ServoEmulation
     from ramp_edge.config import load_config
     from ramp_edge.engine_slot import open_bundle_engine
@@ -138,20 +154,12 @@ def evaluate_bundle(
     cfg = config or load_config(None)
     loaded = open_bundle_engine(Path(bundle_path), cfg, backend, threads)
     engine, bundle = loaded.engine, loaded.bundle
-    plant = MujocoPlant(task)
-    if tuple(plant.joint_names) != cfg.joint_names:
-        raise ValueError(f"the simulated arm has joints {list(plant.joint_names)}, the robot "
-                         f"config {cfg.source} names {list(cfg.joint_names)}")
+    plant, limits = open_sim_arm(task, cfg)
     n, horizon = len(cfg.joints), cfg.rates.chunk_size
     h, w = bundle.manifest.image_shape[:2]
     cameras = SimCameras(plant, (h, w), cfg.rates.camera_hz)
     tokenizer = bundle.tokenizer()
     period = 1.0 / cfg.rates.control_hz
-    # As the controller does at arming: the config's limits within the motor controller's
-    # (the emulator's defaults) and the calibration's (the same, for the emulated robot).
-    device = DeviceConfig.default(n)
-    limits = JointLimits.from_config(cfg).intersect(np.asarray(device.position_min, np.float64),
-                                                    np.asarray(device.position_max, np.float64))
     out: list[SimEpisode] = []
     try:
         for seed in seeds:

@@ -10,40 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from episode_samples import sample_store
+from test_training import _config_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "policy_fit.py"
-
-CONFIG = """seed = 0
-[model]
-image_height = 24
-image_width = 24
-cnn_channels = [8, 8]
-cnn_strides = [2, 2]
-camera_dim = 16
-joint_dim = 16
-latent_dim = 16
-lang_dim = 8
-wm_hidden = 32
-d_model = 16
-n_heads = 2
-n_layers = 1
-mlp_ratio = 2
-vocab_size = 256
-max_tokens = 8
-[data]
-episodes = ["{home}"]
-[wm]
-steps = 2
-batch_size = 8
-[policy]
-steps = 2
-batch_size = 8
-[run]
-log_every = 1
-threads = 1
-device = "cpu"
-"""
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +27,7 @@ def bundles(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     store, _ = sample_store(home, episodes=2, steps=150, takeover=None)
     store.close()
     cfg_file = root / "run.toml"
-    cfg_file.write_text(CONFIG.format(home=home))
+    cfg_file.write_text(_config_text(home, steps=2))
     cfg, text = load_config(cfg_file)
     out: dict[str, Path] = {}
     for stage in ("bc", "wm", "policy"):  # bc alone; wm then policy is a RAMP run

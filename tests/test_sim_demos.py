@@ -5,13 +5,13 @@ robot (a separate process, wall-clock rate) on the same seed."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from controller_runs import recorded_run
 
 pytest.importorskip("mujoco", reason="the sim extra (MuJoCo) is not installed")
 
@@ -81,23 +81,11 @@ def test_when_recorded_and_demonstrated_through_the_controller_expect_the_same_m
     over 0.35 rad, and the controller's expert reads the scene over the sim link, a little
     late, so it re-plans at other moments. Measured on a quiet machine: 0.018 rad over the
     first 0.7 s, 0.015 rad from 1.6 s on."""
-    from ramp_edge.episodes import EpisodeStore, open_episode
+    from ramp_edge.episodes import open_episode
     from ramp_edge.sim_demos import record_demonstrations
 
-    home = tmp_path / "real"
-    (home / "bundles").mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-    env.update(RAMP_EDGE_HOME=str(home), PYTHONUNBUFFERED="1")
-    out = subprocess.run([str(EXE), "run", "--no-policy", "--teleop", "expert", "--task",
-                          "pack_box", "--seed", "11", "--duration", "2.6", "--record", "--json"],
-                         capture_output=True, text=True, timeout=240, env=env,
-                         stdin=subprocess.DEVNULL)
-    assert out.returncode == 0, out.stderr
-    rec = json.loads(out.stdout)["per_episode"][0]["recording"]
-    with EpisodeStore(home) as store:
-        path = store.path_of(rec["episode_id"])
-    with open_episode(path) as ep:
-        st = ep.steps()
+    st = recorded_run(tmp_path / "real", "--no-policy", "--teleop", "expert", "--task",
+                      "pack_box", "--seed", "11", "--duration", "2.6")
     human = np.flatnonzero(st.source == "human")
     real = st.command[human[0]:human[0] + 240].astype(np.float64)
     assert len(real) == 240

@@ -4,13 +4,13 @@ the controller on the emulated robot (a separate process, wall-clock rate) on th
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from controller_runs import recorded_run
 
 pytest.importorskip("mujoco", reason="the sim extra (MuJoCo) is not installed")
 
@@ -63,25 +63,12 @@ def test_when_evaluated_and_run_on_the_emulated_robot_expect_the_same_first_comm
     Later the two drift apart, as two runs of the controller itself do (frame timing and
     inference latency differ)."""
     from models.shipped import shipped_bundles
-    from ramp_edge.episodes import EpisodeStore, open_episode
     from ramp_edge.sim_eval import evaluate_bundle
 
     shipped = shipped_bundles()[0]
     task = json.loads((shipped / "manifest.json").read_text())["provenance"]["recipe"]["task"]
-    home = tmp_path / "home"
-    (home / "bundles").mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-    env.update(RAMP_EDGE_HOME=str(home), PYTHONUNBUFFERED="1")
-    out = subprocess.run([str(EXE), "run", "--model", str(shipped), "--task", task,
-                          "--seed", "11", "--duration", "2.5", "--record", "--json"],
-                         capture_output=True, text=True, timeout=240, env=env,
-                         stdin=subprocess.DEVNULL)
-    assert out.returncode == 0, out.stderr
-    rec = json.loads(out.stdout)["per_episode"][0]["recording"]
-    with EpisodeStore(home) as store:
-        path = store.path_of(rec["episode_id"])
-    with open_episode(path) as ep:
-        st = ep.steps()
+    st = recorded_run(tmp_path / "home", "--model", str(shipped), "--task", task, "--seed",
+                      "11", "--duration", "2.5")
     moving = np.flatnonzero(st.source != "hold")
     real = st.command[moving[0]:moving[0] + 100].astype(np.float64)
 
