@@ -812,10 +812,10 @@ def main() -> None:
                     help="After the loop: copy its best RAMP bundle here (the shipped bundle).")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
+    if args.iterations is not None and args.iterations < 0:
+        ap.error("--iterations must be >= 0")
     if not args.report_only:
         try:
-            if args.iterations is not None and args.iterations < 0:
-                ap.error("--iterations must be >= 0")
             Loop(args.work, args.preset, args.task, args.verbose, args.iterations).run()
         except LoopError as err:
             print(f"ramp_loop: {err}", file=sys.stderr)

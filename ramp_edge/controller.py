@@ -44,6 +44,18 @@ from ramp_edge.states import ControllerState as S
 log = logging.getLogger("ramp_edge.controller")
 
 
+def blend_handover(desired: np.ndarray, start: np.ndarray, elapsed_s: float,
+                   handover_s: float) -> bool:
+    """A hand-over from one control source to another: move ``desired`` (in place) from
+    ``start`` to where it is along a smoothstep over ``handover_s``, ``elapsed_s`` into it.
+    Returns False (``desired`` untouched) once the hand-over is over or when there is none."""
+    if handover_s <= 0 or elapsed_s >= handover_s:
+        return False
+    w = 0.5 - 0.5 * math.cos(math.pi * max(elapsed_s / handover_s, 0.0))
+    desired += (1.0 - w) * (start - desired)
+    return True
+
+
 class ControllerError(EdgeError, RuntimeError):
     """The controller cannot start or had to stop (the message says why and what to do)."""
 
@@ -466,14 +478,9 @@ class Controller:
         self._blend_t0 = t
 
     def _blended(self, t: float, desired: np.ndarray) -> np.ndarray:
-        if self._blend_from is None or self.handover_s <= 0:
-            return desired
-        x = (t - self._blend_t0) / self.handover_s
-        if x >= 1.0:
+        if self._blend_from is not None and not blend_handover(
+                desired, self._blend_from, t - self._blend_t0, self.handover_s):
             self._blend_from = None
-            return desired
-        w = 0.5 - 0.5 * math.cos(math.pi * max(x, 0.0))
-        desired += (1.0 - w) * (self._blend_from - desired)
         return desired
 
     def _handle_requests(self, t: float, end: float) -> None:

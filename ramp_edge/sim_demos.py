@@ -23,7 +23,6 @@ Data recorded this way is labelled in the episode's operator field.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ramp_edge.config import RobotConfig
-from ramp_edge.controller import StateSnapshot, StepRecord
+from ramp_edge.controller import StateSnapshot, StepRecord, blend_handover
 from ramp_edge.episodes import EpisodeMeta, EpisodeStore
 from ramp_edge.episodes.errors import EpisodeStoreError
 from ramp_edge.episodes.recorder import RecorderConfig
@@ -131,7 +130,6 @@ def _record(store: EpisodeStore, plant: Any, servo: Any, cameras: Any, names: li
     safety = SafetyFilter(limits, period, cfg.safety.startup_ramp_s)
     safety.reset(plant.position.astype(np.float64))
     blend_from = safety.command.copy()
-    handover = cfg.teleop.handover_s
     desired, command = np.zeros(n), np.zeros(n)
     target: np.ndarray | None = None
     next_expert = 0.0
@@ -161,9 +159,7 @@ def _record(store: EpisodeStore, plant: Any, servo: Any, cameras: Any, names: li
             snapshot = StateSnapshot(t0 + t, plant.position.astype(np.float32),
                                      plant.velocity.astype(np.float32))
             desired[:] = target
-            if handover > 0 and t < handover:  # the controller's hand-over blend
-                w = 0.5 - 0.5 * math.cos(math.pi * t / handover)
-                desired += (1.0 - w) * (blend_from - desired)
+            blend_handover(desired, blend_from, t, cfg.teleop.handover_s)
             safety.filter(desired, out=command)
             rec.on_step(StepRecord(t0 + t, t0 + t, command.astype(np.float32), snapshot,
                                    "human", None, None, int(safety.flags)))
