@@ -59,6 +59,9 @@ class RampConfig:
     cnn_channels: tuple[int, ...] = (32, 64, 64, 128, 128)
     cnn_strides: tuple[int, ...] = (2, 2, 1, 2, 2)
     camera_dim: int = 256
+    #: 0: the last feature map is flattened into the camera feature; K > 0: K learnt keypoints,
+    #: each the softmax-weighted mean (x, y) of one 1x1-conv map (spatial softmax).
+    keypoints: int = 0
     joint_dim: int = 128
     latent_dim: int = 256
     lang_dim: int = 128
@@ -79,6 +82,8 @@ class RampConfig:
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if type(self.keypoints) is not int or self.keypoints < 0:
+            raise ValueError(f"keypoints must be 0 or a positive integer, not {self.keypoints!r}")
         if not self.horizons or any(type(h) is not int or h < 1 for h in self.horizons):
             raise ValueError(f"horizons must be positive integers, not {self.horizons!r}")
         if len(self.cnn_channels) != len(self.cnn_strides) or not self.cnn_channels:
@@ -129,7 +134,9 @@ class ObservationEncoder(nn.Module):
     """Images + joint state + instruction -> observation latent ``o`` and language ``l``.
 
     A CNN shared by all cameras (conv + ReLU; the last feature map is flattened so where things
-    are in the image survives) plus a learned per-camera embedding; a joint-state MLP; a fusion
+    are in the image survives, or with ``keypoints`` K > 0 reduced to K image positions by a
+    spatial softmax, which keeps where things are with fewer weights to learn) plus a learned
+    per-camera embedding; a joint-state MLP; a fusion
     layer with LayerNorm. Language: an embedding table over the tokenizer's ids, mean-pooled over
     the non-padding tokens.
     """
@@ -145,7 +152,15 @@ class ObservationEncoder(nn.Module):
             c_in = c_out
         self.cnn = nn.Sequential(*layers)
         fh, fw = cfg.feature_hw
-        self.cam_proj = nn.Linear(c_in * fh * fw, cfg.camera_dim)
+        if cfg.keypoints:
+            self.keypoint_maps = nn.Conv2d(c_in, cfg.keypoints, 1)
+            ys, xs = torch.meshgrid(torch.linspace(-1.0, 1.0, fh), torch.linspace(-1.0, 1.0, fw),
+                                    indexing="ij")
+            self.register_buffer("pixel_xy", torch.stack([xs.flatten(), ys.flatten()], dim=1),
+                                 persistent=False)
+            self.cam_proj = nn.Linear(2 * cfg.keypoints, cfg.camera_dim)
+        else:
+            self.cam_proj = nn.Linear(c_in * fh * fw, cfg.camera_dim)
         self.cam_embed = nn.Parameter(torch.randn(cfg.n_cameras, cfg.camera_dim) * 0.02)
         self.joint_mlp = nn.Sequential(
             nn.Linear(2 * cfg.n_joints, cfg.joint_dim), nn.GELU(),
@@ -166,7 +181,12 @@ class ObservationEncoder(nn.Module):
         cfg = self.cfg
         x = images.permute(0, 3, 1, 2).to(torch.float32)
         x = (x - _PIXEL_MEAN) * _PIXEL_SCALE
-        feats = self.cam_proj(self.cnn(x).flatten(1))  # [B*C, camera_dim]
+        maps = self.cnn(x)
+        if cfg.keypoints:
+            # [B*C, K, H*W] softmax over positions -> expected (x, y) in [-1, 1] per keypoint.
+            weights = torch.softmax(self.keypoint_maps(maps).flatten(2), dim=-1)
+            maps = weights @ self.pixel_xy  # [B*C, K, 2]
+        feats = self.cam_proj(maps.flatten(1))  # [B*C, camera_dim]
         feats = F.relu(feats.reshape(-1, cfg.n_cameras, cfg.camera_dim) + self.cam_embed)
         joints = self.joint_mlp(torch.cat([joint_position, joint_velocity], dim=-1))
         o = self.norm(self.fuse(torch.cat([feats.flatten(1), joints], dim=-1)))

@@ -1,0 +1,113 @@
+"""The encoder's spatial-softmax camera features (``[model] keypoints = K``).
+
+Budget: hand-set one-layer encoders (milliseconds) and one small bundle exported to torch and
+ONNX fp32 (a few seconds, most of it the ONNX export).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from episode_samples import JOINT_NAMES
+
+from models.export import JointStats, export_bundle, synthetic_observations
+from models.language import Tokenizer
+from models.networks import ObservationEncoder, RampConfig, RampNetworks
+from ramp_edge.bundle import load_bundle
+from ramp_edge.engines import EngineOptions, backend_status, open_engine
+
+LIMITS = [(-2.8, 2.8)] * 6 + [(0.0, 0.04)]
+TOKENIZER = Tokenizer(vocab_size=512, max_length=16)
+
+
+def _small(keypoints: int, **sizes) -> RampConfig:
+    base = dict(image_height=48, image_width=48, n_joints=7, chunk_size=10, horizons=(4, 8),
+                vocab_size=512, max_tokens=16, cnn_channels=(16, 32), cnn_strides=(2, 1),
+                camera_dim=32, joint_dim=16, latent_dim=32, lang_dim=16, wm_hidden=32,
+                d_model=32, n_heads=2, n_layers=1, mlp_ratio=2, action_patch=5)
+    return RampConfig(**{**base, **sizes, "keypoints": keypoints})
+
+
+def _red_spot_encoder() -> ObservationEncoder:
+    """One conv layer that passes the image through; one keypoint map = 50 x the red channel."""
+    enc = ObservationEncoder(_small(1, image_height=40, image_width=60, cnn_channels=(3,),
+                                    cnn_strides=(1,), n_cameras=1))
+    with torch.no_grad():
+        conv = enc.cnn[0]
+        conv.weight.zero_()
+        conv.bias.fill_(2.0)  # (pixel - 127.5) / 64 >= -2: ReLU keeps every pixel
+        for c in range(3):
+            conv.weight[c, c, 2, 2] = 1.0
+        enc.keypoint_maps.weight.zero_()
+        enc.keypoint_maps.bias.zero_()
+        enc.keypoint_maps.weight[0, 0, 0, 0] = 50.0
+    return enc.eval()
+
+
+def _keypoint_xy(enc: ObservationEncoder, image: np.ndarray) -> np.ndarray:
+    x = torch.from_numpy(image)[None].permute(0, 3, 1, 2).to(torch.float32)
+    maps = enc.keypoint_maps(enc.cnn((x - 127.5) / 64.0))
+    weights = torch.softmax(maps.flatten(2), dim=-1)
+    return (weights @ enc.pixel_xy)[0, 0].detach().numpy()
+
+
+@pytest.mark.parametrize(("row", "col"), [(5, 10), (30, 50), (20, 30), (0, 59)])
+def test_keypoint_when_one_red_spot_expect_its_image_position(row, col):
+    enc = _red_spot_encoder()
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[row, col] = (255, 0, 0)
+    xy = _keypoint_xy(enc, image)
+    expected = (2.0 * col / 59 - 1.0, 2.0 * row / 39 - 1.0)  # x from the column, y from the row
+    np.testing.assert_allclose(xy, expected, atol=0.02)
+
+
+def test_keypoint_features_when_spot_moves_expect_camera_feature_to_change():
+    """The keypoints feed the camera feature: moving the spot moves the observation latent."""
+    enc = _red_spot_encoder()
+    latents = []
+    for col in (10, 50):
+        image = np.zeros((1, 40, 60, 3), np.uint8)
+        image[0, 20, col] = (255, 0, 0)
+        o, _ = enc(torch.from_numpy(image), torch.zeros(1, 7), torch.zeros(1, 7),
+                   torch.ones(1, 16, dtype=torch.int64))
+        latents.append(o)
+    assert not torch.allclose(latents[0], latents[1], atol=1e-3)
+
+
+def test_config_when_keypoints_negative_or_missing_expect_error_or_flatten_default():
+    with pytest.raises(ValueError, match="keypoints must be 0 or a positive integer"):
+        _small(-1)
+    with pytest.raises(ValueError, match="keypoints"):
+        _small(1.5)  # type: ignore[arg-type]
+    old = _small(0).to_dict()
+    del old["keypoints"]  # a manifest written before the field existed
+    assert RampConfig.from_dict(old).keypoints == 0
+    # The flattening encoder has no keypoint layer; its parameters are what they always were.
+    names = {n for n, _ in RampNetworks(_small(0)).named_parameters()}
+    assert not any("keypoint" in n for n in names)
+    assert "encoder.keypoint_maps.weight" in dict(RampNetworks(_small(8)).named_parameters())
+
+
+def test_bundle_when_keypoint_encoder_exported_expect_onnx_matches_torch(tmp_path):
+    reason = backend_status("onnx-fp32")
+    if reason is not None:
+        pytest.skip(f"onnx-fp32 unavailable here: {reason}")
+    torch.manual_seed(0)
+    nets = RampNetworks(_small(8)).eval()
+    joints = JointStats.from_limits(JOINT_NAMES, LIMITS)
+    path = export_bundle(nets, tmp_path / "kp", joints=joints, camera_names=("scene", "wrist"),
+                         tokenizer=TOKENIZER, provenance={"trained": False, "seed": 0},
+                         name="kp", backends=["torch-eager", "onnx-fp32"])
+    bundle = load_bundle(path)
+    assert bundle.manifest.raw["model"]["config"]["keypoints"] == 8
+    observations = synthetic_observations(4, camera_names=bundle.camera_names,
+                                          image_shape=(48, 48, 3), joints=joints,
+                                          tokenizer=TOKENIZER, seed=99)
+    one = EngineOptions(threads=1)
+    with open_engine(bundle, "torch-eager", one) as ref, \
+            open_engine(bundle, "onnx-fp32", one) as onnx:  # opening runs each probe
+        for obs in observations:
+            want, got = ref.predict(obs, "standard"), onnx.predict(obs, "standard")
+            err = np.abs(got.actions - want.actions) / bundle.normalization.action_std
+            assert err.max() < 1e-4
