@@ -65,6 +65,10 @@ class RampConfig:
     joint_dim: int = 128
     latent_dim: int = 256
     lang_dim: int = 128
+    #: 0: the instruction is the mean of its token embeddings (a bag of words: word order is
+    #: lost); N > 0: N self-attention layers over the tokens and their positions first, so
+    #: "the red cube on the blue cube" and "the blue cube on the red cube" differ.
+    lang_layers: int = 0
     wm_hidden: int = 768
     d_model: int = 256
     n_heads: int = 4
@@ -82,8 +86,13 @@ class RampConfig:
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        if type(self.keypoints) is not int or self.keypoints < 0:
-            raise ValueError(f"keypoints must be 0 or a positive integer, not {self.keypoints!r}")
+        for name in ("keypoints", "lang_layers"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ValueError(f"{name} must be 0 or a positive integer, not {value!r}")
+        if self.lang_layers and self.lang_dim % self.n_heads:
+            raise ValueError(f"lang_dim {self.lang_dim} is not a multiple of n_heads "
+                             f"{self.n_heads} (needed by lang_layers)")
         if not self.horizons or any(type(h) is not int or h < 1 for h in self.horizons):
             raise ValueError(f"horizons must be positive integers, not {self.horizons!r}")
         if len(self.cnn_channels) != len(self.cnn_strides) or not self.cnn_channels:
@@ -138,7 +147,8 @@ class ObservationEncoder(nn.Module):
     spatial softmax, which keeps where things are with fewer weights to learn) plus a learned
     per-camera embedding; a joint-state MLP; a fusion
     layer with LayerNorm. Language: an embedding table over the tokenizer's ids, mean-pooled over
-    the non-padding tokens.
+    the non-padding tokens; with ``lang_layers`` N > 0 the tokens, with position embeddings,
+    first pass N pre-norm self-attention blocks (padding masked), so word order counts.
     """
 
     def __init__(self, cfg: RampConfig) -> None:
@@ -171,6 +181,13 @@ class ObservationEncoder(nn.Module):
         self.token_embed = nn.Embedding(cfg.vocab_size, cfg.lang_dim)
         self.lang_proj = nn.Linear(cfg.lang_dim, cfg.lang_dim)
         self.lang_norm = nn.LayerNorm(cfg.lang_dim)
+        if cfg.lang_layers:
+            # As large as the token embeddings (N(0, 1)): position is not drowned out at the start.
+            self.token_pos = nn.Parameter(torch.randn(cfg.max_tokens, cfg.lang_dim))
+            self.lang_blocks = nn.ModuleList(
+                _EncoderBlock(cfg.lang_dim, cfg.n_heads, cfg.mlp_ratio)
+                for _ in range(cfg.lang_layers)
+            )
 
     def forward(
         self, images: Tensor, joint_position: Tensor, joint_velocity: Tensor, tokens: Tensor
@@ -192,6 +209,13 @@ class ObservationEncoder(nn.Module):
         o = self.norm(self.fuse(torch.cat([feats.flatten(1), joints], dim=-1)))
         mask = (tokens != 0).to(torch.float32).unsqueeze(-1)  # PAD_ID == 0
         emb = self.token_embed(tokens) * mask
+        if cfg.lang_layers:
+            x = emb + self.token_pos[: tokens.shape[1]]
+            # Padding keys get -1e4 before the softmax: no query attends to them.
+            bias = (mask.squeeze(-1) - 1.0).unsqueeze(1).unsqueeze(1) * 1e4  # [B, 1, 1, L]
+            for block in self.lang_blocks:
+                x = block(x, bias)
+            emb = x * mask
         pooled = emb.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         lang = self.lang_norm(self.lang_proj(pooled))
         return o, lang
@@ -237,14 +261,34 @@ class _Attention(nn.Module):
         self.out = nn.Linear(d, d)
         self.scale = 1.0 / math.sqrt(d // heads)
 
-    def forward(self, x: Tensor, ctx: Tensor) -> Tensor:
+    def forward(self, x: Tensor, ctx: Tensor, bias: Tensor | None = None) -> Tensor:
+        """``bias`` (optional, broadcast to [B, heads, n, m]) is added to the attention logits."""
         b, n, d = x.shape
         m = ctx.shape[1]
         h = self.heads
         q = self.q(x).reshape(b, n, h, d // h).transpose(1, 2)
         k, v = self.kv(ctx).reshape(b, m, 2, h, d // h).permute(2, 0, 3, 1, 4)
-        att = torch.softmax((q @ k.transpose(-1, -2)) * self.scale, dim=-1)
+        logits = (q @ k.transpose(-1, -2)) * self.scale
+        if bias is not None:
+            logits = logits + bias
+        att = torch.softmax(logits, dim=-1)
         return self.out((att @ v).transpose(1, 2).reshape(b, n, d))
+
+
+class _EncoderBlock(nn.Module):
+    """Pre-norm transformer encoder block (self-attention with an additive mask, then an MLP)."""
+
+    def __init__(self, d: int, heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.n1, self.n2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.att = _Attention(d, heads)
+        self.mlp = nn.Sequential(nn.Linear(d, mlp_ratio * d), nn.GELU(),
+                                 nn.Linear(mlp_ratio * d, d))
+
+    def forward(self, x: Tensor, bias: Tensor) -> Tensor:
+        y = self.n1(x)
+        x = x + self.att(y, y, bias)
+        return x + self.mlp(self.n2(x))
 
 
 class _DecoderBlock(nn.Module):

@@ -1,4 +1,5 @@
-"""The encoder's spatial-softmax camera features (``[model] keypoints = K``).
+"""The encoder's options: spatial-softmax camera features (``[model] keypoints = K``) and an
+order-aware instruction encoder (``[model] lang_layers = N``).
 
 Budget: hand-set one-layer encoders (milliseconds) and one small bundle exported to torch and
 ONNX fp32 (a few seconds, most of it the ONNX export).
@@ -18,15 +19,15 @@ from ramp_edge.bundle import load_bundle
 from ramp_edge.engines import EngineOptions, backend_status, open_engine
 
 LIMITS = [(-2.8, 2.8)] * 6 + [(0.0, 0.04)]
-TOKENIZER = Tokenizer(vocab_size=512, max_length=16)
+TOKENIZER = Tokenizer(vocab_size=512, max_length=32)
 
 
-def _small(keypoints: int, **sizes) -> RampConfig:
+def _small(keypoints: int, lang_layers: int = 0, **sizes) -> RampConfig:
     base = dict(image_height=48, image_width=48, n_joints=7, chunk_size=10, horizons=(4, 8),
-                vocab_size=512, max_tokens=16, cnn_channels=(16, 32), cnn_strides=(2, 1),
+                vocab_size=512, max_tokens=32, cnn_channels=(16, 32), cnn_strides=(2, 1),
                 camera_dim=32, joint_dim=16, latent_dim=32, lang_dim=16, wm_hidden=32,
                 d_model=32, n_heads=2, n_layers=1, mlp_ratio=2, action_patch=5)
-    return RampConfig(**{**base, **sizes, "keypoints": keypoints})
+    return RampConfig(**{**base, **sizes, "keypoints": keypoints, "lang_layers": lang_layers})
 
 
 def _red_spot_encoder() -> ObservationEncoder:
@@ -70,7 +71,7 @@ def test_keypoint_features_when_spot_moves_expect_camera_feature_to_change():
         image = np.zeros((1, 40, 60, 3), np.uint8)
         image[0, 20, col] = (255, 0, 0)
         o, _ = enc(torch.from_numpy(image), torch.zeros(1, 7), torch.zeros(1, 7),
-                   torch.ones(1, 16, dtype=torch.int64))
+                   torch.ones(1, 32, dtype=torch.int64))
         latents.append(o)
     assert not torch.allclose(latents[0], latents[1], atol=1e-3)
 
@@ -80,27 +81,71 @@ def test_config_when_keypoints_negative_or_missing_expect_error_or_flatten_defau
         _small(-1)
     with pytest.raises(ValueError, match="keypoints"):
         _small(1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lang_layers must be 0 or a positive integer"):
+        _small(0, -1)
+    with pytest.raises(ValueError, match="lang_dim 15 is not a multiple of n_heads 2"):
+        _small(0, 1, lang_dim=15)
     old = _small(0).to_dict()
-    del old["keypoints"]  # a manifest written before the field existed
-    assert RampConfig.from_dict(old).keypoints == 0
-    # The flattening encoder has no keypoint layer; its parameters are what they always were.
+    del old["keypoints"], old["lang_layers"]  # a manifest written before the fields existed
+    back = RampConfig.from_dict(old)
+    assert (back.keypoints, back.lang_layers) == (0, 0)
+    # Without the options the encoder has no new layers; its parameters are what they were.
     names = {n for n, _ in RampNetworks(_small(0)).named_parameters()}
-    assert not any("keypoint" in n for n in names)
+    assert not any("keypoint" in n or "lang_blocks" in n or "token_pos" in n for n in names)
     assert "encoder.keypoint_maps.weight" in dict(RampNetworks(_small(8)).named_parameters())
 
 
-def test_bundle_when_keypoint_encoder_exported_expect_onnx_matches_torch(tmp_path):
+# --------------------------------------------------------------------------- instruction encoder
+
+# Two stack_blocks instructions with the same words in another order: the tower differs.
+FIRST = ("build a tower: the red cube at the bottom, the blue cube in the middle and the green "
+         "cube on top")
+SECOND = ("build a tower: the green cube at the bottom, the blue cube in the middle and the red "
+          "cube on top")
+
+
+def _instruction(enc: ObservationEncoder, text: str) -> torch.Tensor:
+    tokens = torch.from_numpy(TOKENIZER.encode(text)).to(torch.int64)[None]
+    _, lang = enc(torch.zeros(2, 48, 48, 3, dtype=torch.uint8), torch.zeros(1, 7),
+                  torch.zeros(1, 7), tokens)
+    return lang[0]
+
+
+def test_instruction_when_same_words_in_other_order_expect_bag_of_words_equal_layers_differ():
+    assert sorted(TOKENIZER.pieces(FIRST)) == sorted(TOKENIZER.pieces(SECOND))
+    torch.manual_seed(0)
+    bag = ObservationEncoder(_small(0, 0)).eval()
+    torch.testing.assert_close(_instruction(bag, FIRST), _instruction(bag, SECOND))
+    torch.manual_seed(0)
+    ordered = ObservationEncoder(_small(0, 1)).eval()
+    gap = (_instruction(ordered, FIRST) - _instruction(ordered, SECOND)).abs().max()
+    assert gap > 1e-2
+
+
+def test_instruction_when_padding_embedding_changes_expect_same_output():
+    """Padding is masked out of attention and pooling: what its embedding row holds is unseen."""
+    torch.manual_seed(0)
+    enc = ObservationEncoder(_small(0, 2)).eval()
+    assert (torch.from_numpy(TOKENIZER.encode(FIRST)) == 0).any()  # there is padding
+    before = _instruction(enc, FIRST)
+    with torch.no_grad():
+        enc.token_embed.weight[0].normal_(0.0, 5.0)
+    torch.testing.assert_close(_instruction(enc, FIRST), before)
+
+
+def test_bundle_when_keypoints_and_lang_layers_exported_expect_onnx_matches_torch(tmp_path):
     reason = backend_status("onnx-fp32")
     if reason is not None:
         pytest.skip(f"onnx-fp32 unavailable here: {reason}")
     torch.manual_seed(0)
-    nets = RampNetworks(_small(8)).eval()
+    nets = RampNetworks(_small(8, 1)).eval()
     joints = JointStats.from_limits(JOINT_NAMES, LIMITS)
     path = export_bundle(nets, tmp_path / "kp", joints=joints, camera_names=("scene", "wrist"),
                          tokenizer=TOKENIZER, provenance={"trained": False, "seed": 0},
                          name="kp", backends=["torch-eager", "onnx-fp32"])
     bundle = load_bundle(path)
     assert bundle.manifest.raw["model"]["config"]["keypoints"] == 8
+    assert bundle.manifest.raw["model"]["config"]["lang_layers"] == 1
     observations = synthetic_observations(4, camera_names=bundle.camera_names,
                                           image_shape=(48, 48, 3), joints=joints,
                                           tokenizer=TOKENIZER, seed=99)
