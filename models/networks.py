@@ -69,6 +69,9 @@ class RampConfig:
     #: lost); N > 0: N self-attention layers over the tokens and their positions first, so
     #: "the red cube on the blue cube" and "the blue cube on the red cube" differ.
     lang_layers: int = 0
+    #: True: the instruction scales and shifts every CNN layer's channels (FiLM), so what the
+    #: camera features keep can depend on what was asked ("the red cube": where red is).
+    film: bool = False
     wm_hidden: int = 768
     d_model: int = 256
     n_heads: int = 4
@@ -90,6 +93,8 @@ class RampConfig:
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise ValueError(f"{name} must be 0 or a positive integer, not {value!r}")
+        if type(self.film) is not bool:
+            raise ValueError(f"film must be true or false, not {self.film!r}")
         if self.lang_layers and self.lang_dim % self.n_heads:
             raise ValueError(f"lang_dim {self.lang_dim} is not a multiple of n_heads "
                              f"{self.n_heads} (needed by lang_layers)")
@@ -148,7 +153,9 @@ class ObservationEncoder(nn.Module):
     per-camera embedding; a joint-state MLP; a fusion
     layer with LayerNorm. Language: an embedding table over the tokenizer's ids, mean-pooled over
     the non-padding tokens; with ``lang_layers`` N > 0 the tokens, with position embeddings,
-    first pass N pre-norm self-attention blocks (padding masked), so word order counts.
+    first pass N pre-norm self-attention blocks (padding masked), so word order counts. With
+    ``film`` the instruction is encoded first and sets a per-channel scale and shift of every
+    conv layer (FiLM; zero-initialised, so training starts from the unmodulated CNN).
     """
 
     def __init__(self, cfg: RampConfig) -> None:
@@ -188,6 +195,10 @@ class ObservationEncoder(nn.Module):
                 _EncoderBlock(cfg.lang_dim, cfg.n_heads, cfg.mlp_ratio)
                 for _ in range(cfg.lang_layers)
             )
+        if cfg.film:
+            self.film_proj = nn.Linear(cfg.lang_dim, 2 * sum(cfg.cnn_channels))
+            nn.init.zeros_(self.film_proj.weight)
+            nn.init.zeros_(self.film_proj.bias)
 
     def forward(
         self, images: Tensor, joint_position: Tensor, joint_velocity: Tensor, tokens: Tensor
@@ -196,9 +207,10 @@ class ObservationEncoder(nn.Module):
         bundle's camera order; ``joint_*``: float32 [B, n] normalised; ``tokens``: int64 [B, L].
         Returns ``o`` [B, latent_dim] and ``l`` [B, lang_dim]."""
         cfg = self.cfg
+        lang = self._instruction(tokens)
         x = images.permute(0, 3, 1, 2).to(torch.float32)
         x = (x - _PIXEL_MEAN) * _PIXEL_SCALE
-        maps = self.cnn(x)
+        maps = self._film_cnn(x, lang) if cfg.film else self.cnn(x)
         if cfg.keypoints:
             # [B*C, K, H*W] softmax over positions -> expected (x, y) in [-1, 1] per keypoint.
             weights = torch.softmax(self.keypoint_maps(maps).flatten(2), dim=-1)
@@ -207,6 +219,11 @@ class ObservationEncoder(nn.Module):
         feats = F.relu(feats.reshape(-1, cfg.n_cameras, cfg.camera_dim) + self.cam_embed)
         joints = self.joint_mlp(torch.cat([joint_position, joint_velocity], dim=-1))
         o = self.norm(self.fuse(torch.cat([feats.flatten(1), joints], dim=-1)))
+        return o, lang
+
+    def _instruction(self, tokens: Tensor) -> Tensor:
+        """``l`` [B, lang_dim] from token ids [B, L]."""
+        cfg = self.cfg
         mask = (tokens != 0).to(torch.float32).unsqueeze(-1)  # PAD_ID == 0
         emb = self.token_embed(tokens) * mask
         if cfg.lang_layers:
@@ -217,8 +234,22 @@ class ObservationEncoder(nn.Module):
                 x = block(x, bias)
             emb = x * mask
         pooled = emb.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        lang = self.lang_norm(self.lang_proj(pooled))
-        return o, lang
+        return self.lang_norm(self.lang_proj(pooled))
+
+    def _film_cnn(self, x: Tensor, lang: Tensor) -> Tensor:
+        """The CNN with each conv's output scaled by (1 + gamma) and shifted by beta, both from
+        the instruction, before its ReLU. ``x`` [B*C, 3, H, W], ``lang`` [B, lang_dim]."""
+        n_cam = self.cfg.n_cameras
+        params = self.film_proj(lang)  # [B, 2 * sum(channels)]
+        params = params.unsqueeze(1).expand(-1, n_cam, -1).reshape(-1, params.shape[-1])
+        start = 0
+        for conv, act in zip(self.cnn[0::2], self.cnn[1::2], strict=True):
+            c = conv.out_channels
+            gamma = params[:, start : start + c, None, None]
+            beta = params[:, start + c : start + 2 * c, None, None]
+            start += 2 * c
+            x = act(conv(x) * (1.0 + gamma) + beta)
+        return x
 
 
 class WorldModel(nn.Module):

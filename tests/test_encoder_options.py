@@ -1,5 +1,6 @@
-"""The encoder's options: spatial-softmax camera features (``[model] keypoints = K``) and an
-order-aware instruction encoder (``[model] lang_layers = N``).
+"""The encoder's options: spatial-softmax camera features (``[model] keypoints = K``), an
+order-aware instruction encoder (``[model] lang_layers = N``) and instruction-modulated camera
+features (``[model] film = true``).
 
 Budget: hand-set one-layer encoders (milliseconds) and one small bundle exported to torch and
 ONNX fp32 (a few seconds, most of it the ONNX export).
@@ -22,12 +23,13 @@ LIMITS = [(-2.8, 2.8)] * 6 + [(0.0, 0.04)]
 TOKENIZER = Tokenizer(vocab_size=512, max_length=32)
 
 
-def _small(keypoints: int, lang_layers: int = 0, **sizes) -> RampConfig:
+def _small(keypoints: int, lang_layers: int = 0, film: bool = False, **sizes) -> RampConfig:
     base = dict(image_height=48, image_width=48, n_joints=7, chunk_size=10, horizons=(4, 8),
                 vocab_size=512, max_tokens=32, cnn_channels=(16, 32), cnn_strides=(2, 1),
                 camera_dim=32, joint_dim=16, latent_dim=32, lang_dim=16, wm_hidden=32,
                 d_model=32, n_heads=2, n_layers=1, mlp_ratio=2, action_patch=5)
-    return RampConfig(**{**base, **sizes, "keypoints": keypoints, "lang_layers": lang_layers})
+    return RampConfig(**{**base, **sizes, "keypoints": keypoints, "lang_layers": lang_layers,
+                              "film": film})
 
 
 def _red_spot_encoder() -> ObservationEncoder:
@@ -85,14 +87,53 @@ def test_config_when_keypoints_negative_or_missing_expect_error_or_flatten_defau
         _small(0, -1)
     with pytest.raises(ValueError, match="lang_dim 15 is not a multiple of n_heads 2"):
         _small(0, 1, lang_dim=15)
+    with pytest.raises(ValueError, match="film must be true or false"):
+        _small(0, 0, 1)  # type: ignore[arg-type]
     old = _small(0).to_dict()
-    del old["keypoints"], old["lang_layers"]  # a manifest written before the fields existed
+    del old["keypoints"], old["lang_layers"], old["film"]  # a manifest from before the fields
     back = RampConfig.from_dict(old)
-    assert (back.keypoints, back.lang_layers) == (0, 0)
+    assert (back.keypoints, back.lang_layers, back.film) == (0, 0, False)
     # Without the options the encoder has no new layers; its parameters are what they were.
     names = {n for n, _ in RampNetworks(_small(0)).named_parameters()}
-    assert not any("keypoint" in n or "lang_blocks" in n or "token_pos" in n for n in names)
+    assert not any(k in n for n in names for k in ("keypoint", "lang_blocks", "token_pos", "film"))
     assert "encoder.keypoint_maps.weight" in dict(RampNetworks(_small(8)).named_parameters())
+
+
+# --------------------------------------------------------------------------- FiLM
+
+
+def _observation_latent(enc: ObservationEncoder, images: torch.Tensor, text: str) -> torch.Tensor:
+    tokens = torch.from_numpy(TOKENIZER.encode(text)).to(torch.int64)[None]
+    o, _ = enc(images, torch.zeros(1, 7), torch.zeros(1, 7), tokens)
+    return o[0]
+
+
+def test_film_when_zero_initialised_expect_the_unmodulated_encoder():
+    torch.manual_seed(0)
+    plain = ObservationEncoder(_small(0)).eval()
+    film = ObservationEncoder(_small(0, film=True)).eval()
+    missing = film.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["film_proj.bias", "film_proj.weight"]
+    images = torch.randint(0, 256, (2, 48, 48, 3), dtype=torch.uint8)
+    torch.testing.assert_close(_observation_latent(film, images, "put the red cube in the box"),
+                               _observation_latent(plain, images, "put the red cube in the box"))
+
+
+def test_film_when_instruction_changes_expect_camera_features_to_follow_it_only_with_film():
+    """Same images, another object named: without FiLM the observation latent cannot differ (the
+    instruction joins later, in the policy); with it, it does."""
+    images = torch.randint(0, 256, (2, 48, 48, 3), dtype=torch.uint8)
+    torch.manual_seed(0)
+    plain = ObservationEncoder(_small(0)).eval()
+    torch.testing.assert_close(_observation_latent(plain, images, "put the red cube in the box"),
+                               _observation_latent(plain, images, "put the blue cube in the box"))
+    torch.manual_seed(0)
+    film = ObservationEncoder(_small(0, film=True)).eval()
+    with torch.no_grad():
+        film.film_proj.weight.normal_(0.0, 0.1)
+    gap = (_observation_latent(film, images, "put the red cube in the box")
+           - _observation_latent(film, images, "put the blue cube in the box")).abs().max()
+    assert gap > 1e-2
 
 
 # --------------------------------------------------------------------------- instruction encoder
@@ -133,12 +174,14 @@ def test_instruction_when_padding_embedding_changes_expect_same_output():
     torch.testing.assert_close(_instruction(enc, FIRST), before)
 
 
-def test_bundle_when_keypoints_and_lang_layers_exported_expect_onnx_matches_torch(tmp_path):
+def test_bundle_when_every_option_exported_expect_onnx_matches_torch(tmp_path):
     reason = backend_status("onnx-fp32")
     if reason is not None:
         pytest.skip(f"onnx-fp32 unavailable here: {reason}")
     torch.manual_seed(0)
-    nets = RampNetworks(_small(8, 1)).eval()
+    nets = RampNetworks(_small(8, 1, True)).eval()
+    with torch.no_grad():  # FiLM starts at zero: give it weights, or the export test sees none
+        nets.encoder.film_proj.weight.normal_(0.0, 0.1)
     joints = JointStats.from_limits(JOINT_NAMES, LIMITS)
     path = export_bundle(nets, tmp_path / "kp", joints=joints, camera_names=("scene", "wrist"),
                          tokenizer=TOKENIZER, provenance={"trained": False, "seed": 0},
@@ -146,6 +189,7 @@ def test_bundle_when_keypoints_and_lang_layers_exported_expect_onnx_matches_torc
     bundle = load_bundle(path)
     assert bundle.manifest.raw["model"]["config"]["keypoints"] == 8
     assert bundle.manifest.raw["model"]["config"]["lang_layers"] == 1
+    assert bundle.manifest.raw["model"]["config"]["film"] is True
     observations = synthetic_observations(4, camera_names=bundle.camera_names,
                                           image_shape=(48, 48, 3), joints=joints,
                                           tokenizer=TOKENIZER, seed=99)
