@@ -140,11 +140,15 @@ def evaluate_bundle(
     duration_s: float | None = None,
     on_episode: Callable[[SimEpisode], None] | None = None,
     on_step: Callable[[int, float, np.ndarray, str], None] | None = None,
+    on_state: Callable[[int, Any, Any], None] | None = None,
 ) -> list[SimEpisode]:
     """Run the bundle at ``bundle_path`` on ``task`` once per seed in ``seeds`` (the seed is
     the scene's, as ``ramp-edge run --seed`` sets it). ``on_step(seed, t_s, command, source)``
     sees every command sent (source: ``policy``, ``ramp`` or ``hold``, as the controller labels
-    its steps). Raises what loading the bundle raises
+    its steps). ``on_state(seed, episode, state)`` sees the scene's
+    :class:`~firmware_bridge.sim.state.SimState` at every step, before it is judged and acted
+    on, with the task :class:`~firmware_bridge.sim.tasks.Episode` (instruction, sub-goals): what
+    an analysis of where the arm went needs. Raises what loading the bundle raises
     (BundleError, BundleMismatchError, EngineUnavailableError) and UnknownTaskError."""
     from firmware_bridge.sim.rollout import ServoEmulation
     from ramp_edge.config import load_config
@@ -165,7 +169,7 @@ def evaluate_bundle(
         for seed in seeds:
             ep = _episode(plant, cameras, engine, bundle, tokenizer, Observation,
                           ServoEmulation, cfg, limits, period, n, horizon, int(seed), mode,
-                          duration_s, on_step)
+                          duration_s, on_step, on_state)
             out.append(ep)
             if on_episode is not None:
                 on_episode(ep)
@@ -179,7 +183,8 @@ def _episode(plant: Any, cameras: SimCameras, engine: Any, bundle: Any, tokenize
              observation_cls: type, servo_cls: type, cfg: RobotConfig, limits: JointLimits,
              period: float, n: int, horizon: int, seed: int, mode: str,
              duration_s: float | None,
-             on_step: Callable[[int, float, np.ndarray, str], None] | None) -> SimEpisode:
+             on_step: Callable[[int, float, np.ndarray, str], None] | None,
+             on_state: Callable[[int, Any, Any], None] | None = None) -> SimEpisode:
     wall0 = time.perf_counter()
     episode = plant.reset(seed)
     servo = servo_cls(plant)
@@ -201,6 +206,8 @@ def _episode(plant: Any, cameras: SimCameras, engine: Any, bundle: Any, tokenize
     t = 0.0
     while t < duration - 1e-9:
         state = plant.sim_state()
+        if on_state is not None:
+            on_state(seed, episode, state)
         progress = episode.progress(state)
         best = max(best, progress)
         if state.held >= 0:

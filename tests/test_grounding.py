@@ -1,0 +1,77 @@
+"""benchmarks/grounding.py: which object a policy went for, against what it was asked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mujoco", reason="the sim extra (MuJoCo) is not installed")
+
+from firmware_bridge.sim.tasks import SubGoal, make_episode
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import grounding  # noqa: E402
+
+
+def _state(grip, objects, held=-1):
+    return SimpleNamespace(grip_pos=np.array(grip, float), object_pos=np.array(objects, float),
+                           held=held)
+
+
+def test_track_when_arm_passes_one_object_and_holds_another_expect_distances_and_first_grasp():
+    episode = SimpleNamespace(subgoals=(SubGoal("in_bin", 1), SubGoal("in_bin", 2)))
+    objects = [[0.0, 0.0, 0.0], [0.3, 0.0, 0.0], [0.0, 0.3, 0.0], [0.3, 0.3, 0.0]]
+    track = grounding._Track()
+    track(7, episode, _state([0.1, 0.0, 0.0], objects))  # 10 cm from object 0
+    track(7, episode, _state([0.01, 0.0, 0.0], objects, held=0))  # holds object 0 (not asked)
+    track(7, episode, _state([0.25, 0.0, 0.0], objects, held=0))  # 5 cm from the target, 1
+    row = track.result(7, "timeout", 0.0)
+    assert (row.target, row.first_grasp, row.first_grasp_in_plan) == (1, 0, False)
+    assert row.target_closest_cm == pytest.approx(5.0)
+    assert row.any_object_closest_cm == pytest.approx(1.0)
+    # A new episode object starts a new track; holding the target stops its distance there.
+    other = SimpleNamespace(subgoals=(SubGoal("in_bin", 3),))
+    track(8, other, _state([0.3, 0.28, 0.0], objects))  # 2 cm
+    track(8, other, _state([0.3, 0.3, 0.0], objects, held=3))  # 0 cm, held
+    track(8, other, _state([0.0, 0.0, 0.5], objects, held=3))
+    row = track.result(8, "timeout", 0.0)
+    assert (row.target, row.first_grasp, row.first_grasp_in_plan) == (3, 3, True)
+    assert row.target_closest_cm == pytest.approx(0.0)
+    summary = grounding.summarise([row])
+    assert summary["first_grasp_is_target"] == 1 and summary["target_within_2cm"] == 1
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    from models.reference import build_reference_bundle
+    from ramp_edge.config import load_config
+
+    config = load_config()
+    out = tmp_path_factory.mktemp("bundle") / "reference"
+    build_reference_bundle(out, config.joint_names,
+                           joint_limits=[(j.position_min, j.position_max) for j in config.joints],
+                           camera_names=tuple(c.name for c in config.cameras))
+    return out
+
+
+def test_cli_when_a_bundle_runs_expect_json_per_episode_with_the_asked_object(bundle):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grounding.py"), str(bundle),
+                          "--task", "stack_blocks", "--episodes", "2", "--seed", "40",
+                          "--duration", "1.0", "--json"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["episodes"] == 2 and [r["seed"] for r in got["per_episode"]] == [40, 41]
+    for r in got["per_episode"]:
+        assert r["target"] == make_episode("stack_blocks", r["seed"]).subgoals[0].obj
+        assert 0 <= r["any_object_closest_cm"] <= r["target_closest_cm"] < 100
+    assert got["per_episode"][0]["target_closest_cm"] != got["per_episode"][1][
+        "target_closest_cm"]  # two scenes, two layouts
+    assert "seed 40:" in out.stderr  # progress, one line per episode
