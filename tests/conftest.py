@@ -65,3 +65,18 @@ def emulator_factory(tmp_path):
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def emulated_bundle(tmp_path_factory):
+    """An untrained reference bundle with the emulated robot's joints, limits and cameras: what
+    the simulated-clock evaluator and the tools around it can load (not one that does a task)."""
+    from models.reference import build_reference_bundle
+    from ramp_edge.config import load_config
+
+    config = load_config()
+    out = tmp_path_factory.mktemp("bundle") / "reference"
+    build_reference_bundle(out, config.joint_names,
+                           joint_limits=[(j.position_min, j.position_max) for j in config.joints],
+                           camera_names=tuple(c.name for c in config.cameras))
+    return out

@@ -48,23 +48,10 @@ def test_track_when_arm_passes_one_object_and_holds_another_expect_distances_and
     assert summary["first_grasp_is_target"] == 1 and summary["target_within_2cm"] == 1
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    from models.reference import build_reference_bundle
-    from ramp_edge.config import load_config
-
-    config = load_config()
-    out = tmp_path_factory.mktemp("bundle") / "reference"
-    build_reference_bundle(out, config.joint_names,
-                           joint_limits=[(j.position_min, j.position_max) for j in config.joints],
-                           camera_names=tuple(c.name for c in config.cameras))
-    return out
-
-
-def test_cli_when_a_bundle_runs_expect_json_per_episode_with_the_asked_object(bundle):
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grounding.py"), str(bundle),
-                          "--task", "stack_blocks", "--episodes", "2", "--seed", "40",
-                          "--duration", "1.0", "--json"],
+def test_cli_when_a_bundle_runs_expect_json_per_episode_with_the_asked_object(emulated_bundle):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grounding.py"),
+                          str(emulated_bundle), "--task", "stack_blocks", "--episodes", "2",
+                          "--seed", "40", "--duration", "1.0", "--json"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)

@@ -17,24 +17,12 @@ pytest.importorskip("mujoco", reason="the sim extra (MuJoCo) is not installed")
 EXE = Path(sys.executable).parent / "ramp-edge"
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    from models.reference import build_reference_bundle
-    from ramp_edge.config import load_config
-
-    config = load_config()
-    out = tmp_path_factory.mktemp("bundle") / "reference"
-    build_reference_bundle(out, config.joint_names,
-                           joint_limits=[(j.position_min, j.position_max) for j in config.joints],
-                           camera_names=tuple(c.name for c in config.cameras))
-    return out
-
-
-def test_when_a_bundle_is_evaluated_expect_one_episode_per_seed_paced_by_the_sim_clock(bundle):
+def test_when_a_bundle_is_evaluated_expect_one_episode_per_seed_paced_by_the_sim_clock(
+        emulated_bundle):
     from ramp_edge.sim_eval import evaluate_bundle, summarise
 
     steps: dict[int, list[tuple[float, str]]] = {}
-    eps = evaluate_bundle(bundle, task="pack_box", seeds=[5, 6], duration_s=1.5,
+    eps = evaluate_bundle(emulated_bundle, task="pack_box", seeds=[5, 6], duration_s=1.5,
                           backend="torch-eager",
                           on_step=lambda s, t, cmd, src: steps.setdefault(s, []).append((t, src)))
     assert [e.seed for e in eps] == [5, 6]
@@ -83,18 +71,18 @@ def test_when_evaluated_and_run_on_the_emulated_robot_expect_the_same_first_comm
 
 
 def test_when_sim_eval_is_given_a_missing_bundle_or_unknown_task_expect_one_line_and_exit_1(
-        bundle, tmp_path):
+        emulated_bundle, tmp_path):
     missing = subprocess.run([str(EXE), "sim", "eval", str(tmp_path / "none"), "--task",
                               "pack_box"], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and missing.stderr.strip().count("\n") == 0
     assert "no such directory" in missing.stderr
-    unknown = subprocess.run([str(EXE), "sim", "eval", str(bundle), "--task", "juggle"],
+    unknown = subprocess.run([str(EXE), "sim", "eval", str(emulated_bundle), "--task", "juggle"],
                              capture_output=True, text=True, timeout=120)
     assert unknown.returncode == 1 and "unknown task 'juggle'" in unknown.stderr
 
 
-def test_when_sim_eval_runs_from_the_command_line_expect_json_per_episode(bundle):
-    out = subprocess.run([str(EXE), "sim", "eval", str(bundle), "--task", "stack_blocks",
+def test_when_sim_eval_runs_from_the_command_line_expect_json_per_episode(emulated_bundle):
+    out = subprocess.run([str(EXE), "sim", "eval", str(emulated_bundle), "--task", "stack_blocks",
                           "--episodes", "2", "--seed", "40", "--duration", "0.6", "--mode",
                           "efficient", "--json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -104,15 +92,15 @@ def test_when_sim_eval_runs_from_the_command_line_expect_json_per_episode(bundle
     assert "0/2 successes" in out.stderr
 
 
-def test_when_seeds_are_dealt_to_worker_processes_expect_every_seed_once_in_order(bundle):
+def test_when_seeds_are_dealt_to_worker_processes_expect_every_seed_once_in_order(emulated_bundle):
     from ramp_edge.sim_eval import evaluate_bundle
     from ramp_edge.sim_eval_pool import evaluate_in_workers
 
     kw = {"task": "sort_by_colour", "duration_s": 0.5, "backend": "torch-eager"}
     seen: list[int] = []
-    pooled = evaluate_in_workers(bundle, seeds=[3, 4, 5], workers=2,
+    pooled = evaluate_in_workers(emulated_bundle, seeds=[3, 4, 5], workers=2,
                                  on_episode=lambda e: seen.append(e.seed), **kw)
-    alone = evaluate_bundle(bundle, seeds=[3, 4, 5], **kw)
+    alone = evaluate_bundle(emulated_bundle, seeds=[3, 4, 5], **kw)
     assert [e.seed for e in pooled] == [3, 4, 5] and sorted(seen) == [3, 4, 5]
     for a, b in zip(pooled, alone, strict=True):
         assert (a.outcome, a.steps, a.chunks) == (b.outcome, b.steps, b.chunks)
