@@ -34,7 +34,7 @@ def sim_record(
     """Record scripted-expert demonstrations of a simulated task into the robot's episode store
     (under --home), on a simulated clock: the controller's takeover path (hand-over blend,
     safety filter), the emulator's servo arithmetic, cameras at the robot's camera rate.
-    Faster than real time (about twice, one process), unlike ``ramp-edge run --no-policy
+    Faster than real time (about 4x, one process), unlike ``ramp-edge run --no-policy
     --teleop expert --record``, and without its threads and serial link; the episodes say so
     in their operator field. Exit 0 when every demonstration was recorded (whatever its
     outcome)."""
