@@ -5,7 +5,10 @@ same simulated clock, chunk scheduler and safety filter as ``ramp-edge sim eval`
 which object the gripper held first, whether that is the object of the instruction's first
 sub-goal (pack_box: the first object named; stack_blocks: the middle cube, which goes on the
 bottom one first; sort_by_colour: the first object the task's plan sorts), and how close the
-grasp point came to that object before holding it and to any object at all.
+grasp point came to that object before holding it and to any object at all, and, as the
+chance level of the last, how close the same path came to the objects of another episode's
+scene (where the next seed's objects stood at its start): a policy that does not look at the
+scene comes as close to another scene's objects as to its own.
 
     python benchmarks/grounding.py BUNDLE --task pack_box --episodes 50 --seed 90000 \
         --duration 18 [--json]
@@ -19,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -39,6 +42,10 @@ class Grounding:
     first_grasp_in_plan: bool
     target_closest_cm: float
     any_object_closest_cm: float
+    #: The path against the start positions of its own scene's objects and of the next
+    #: episode's (None if it ran alone): the same measure, so the two compare.
+    own_scene_start_closest_cm: float | None = None
+    other_scene_closest_cm: float | None = None
 
 
 class _Track:
@@ -59,6 +66,10 @@ class _Track:
         self.grip.append(state.grip_pos.copy())
         self.objects.append(state.object_pos.copy())
         self.held.append(int(state.held))
+
+    def path(self) -> tuple[np.ndarray, np.ndarray]:
+        """The grasp point at every step [T, 3] and the objects' start positions [n, 3]."""
+        return np.array(self.grip), np.array(self.objects[0])
 
     def result(self, seed: int, outcome: str, progress: float) -> Grounding:
         goals = self.episode.subgoals
@@ -82,15 +93,33 @@ def ground(bundle: str, *, task: str, seeds: list[int], duration_s: float | None
     """Run ``bundle`` on ``task`` once per seed; one :class:`Grounding` per episode."""
     track = _Track()
     out: list[Grounding] = []
+    paths: list[tuple[np.ndarray, np.ndarray]] = []
 
     def done(ep: Any) -> None:
         out.append(track.result(ep.seed, ep.outcome, ep.progress))
+        paths.append(track.path())
         if on_episode is not None:
             on_episode(out[-1])
 
     evaluate_bundle(bundle, task=task, seeds=seeds, duration_s=duration_s, on_episode=done,
                     on_state=track)
-    return out
+    return with_other_scenes(out, paths)
+
+
+def with_other_scenes(rows: list[Grounding],
+                      paths: list[tuple[np.ndarray, np.ndarray]]) -> list[Grounding]:
+    """Each row with its grasp-point path's closest approach to the start positions of its own
+    scene's objects and of the next row's (the last row's: the first's)."""
+    if len(rows) < 2:
+        return rows
+
+    def closest_cm(grip: np.ndarray, objects: np.ndarray) -> float:
+        return round(float(np.linalg.norm(grip[:, None, :] - objects, axis=2).min()) * 100, 2)
+
+    return [replace(row, own_scene_start_closest_cm=closest_cm(paths[i][0], paths[i][1]),
+                    other_scene_closest_cm=closest_cm(paths[i][0],
+                                                      paths[(i + 1) % len(rows)][1]))
+            for i, row in enumerate(rows)]
 
 
 def summarise(rows: list[Grounding]) -> dict[str, Any]:
@@ -108,6 +137,9 @@ def summarise(rows: list[Grounding]) -> dict[str, Any]:
         "target_within_5cm": int((target < 5).sum()),
         "any_object_closest_cm_median": round(
             float(np.median([r.any_object_closest_cm for r in rows])), 1),
+        **{f"{key}_median": (round(float(np.median(values)), 1) if (values := [
+            getattr(r, key) for r in rows if getattr(r, key) is not None]) else None)
+           for key in ("own_scene_start_closest_cm", "other_scene_closest_cm")},
     }
 
 

@@ -48,6 +48,22 @@ def test_track_when_arm_passes_one_object_and_holds_another_expect_distances_and
     assert summary["first_grasp_is_target"] == 1 and summary["target_within_2cm"] == 1
 
 
+def test_other_scenes_when_paths_and_layouts_given_expect_each_path_against_the_next_layout():
+    rows = [grounding.Grounding(seed=s, outcome="timeout", progress=0.0, target=0, first_grasp=-1,
+                                first_grasp_in_plan=False, target_closest_cm=50.0,
+                                any_object_closest_cm=1.0) for s in (1, 2)]
+    paths = [(np.array([[0.0, 0.0, 0.0], [0.01, 0.0, 0.0]]), np.array([[0.0, 0.0, 0.0]])),
+             (np.array([[0.5, 0.0, 0.0]]), np.array([[0.0, 0.2, 0.0], [0.4, 0.0, 0.0]]))]
+    got = grounding.with_other_scenes(rows, paths)
+    assert [r.own_scene_start_closest_cm for r in got] == [0.0, 10.0]
+    # Path 0 against layout 1: its closest point (0, 0, 0) is 20 cm from (0, 0.2, 0) (its other
+    # point is 20.02 cm away); path 1 against layout 0 (the last row wraps to the first): 50 cm.
+    assert [r.other_scene_closest_cm for r in got] == [20.0, 50.0]
+    summary = grounding.summarise(got)
+    assert summary["other_scene_closest_cm_median"] == pytest.approx(35.0, abs=0.1)
+    assert grounding.with_other_scenes(rows[:1], paths[:1])[0].other_scene_closest_cm is None
+
+
 def test_cli_when_a_bundle_runs_expect_json_per_episode_with_the_asked_object(emulated_bundle):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "grounding.py"),
                           str(emulated_bundle), "--task", "stack_blocks", "--episodes", "2",
@@ -59,6 +75,7 @@ def test_cli_when_a_bundle_runs_expect_json_per_episode_with_the_asked_object(em
     for r in got["per_episode"]:
         assert r["target"] == make_episode("stack_blocks", r["seed"]).subgoals[0].obj
         assert 0 <= r["any_object_closest_cm"] <= r["target_closest_cm"] < 100
+        assert 0 <= r["own_scene_start_closest_cm"] < 100 and 0 <= r["other_scene_closest_cm"] < 100
     assert got["per_episode"][0]["target_closest_cm"] != got["per_episode"][1][
         "target_closest_cm"]  # two scenes, two layouts
     assert "seed 40:" in out.stderr  # progress, one line per episode
