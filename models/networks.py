@@ -208,18 +208,24 @@ class ObservationEncoder(nn.Module):
         Returns ``o`` [B, latent_dim] and ``l`` [B, lang_dim]."""
         cfg = self.cfg
         lang = self._instruction(tokens)
-        x = images.permute(0, 3, 1, 2).to(torch.float32)
-        x = (x - _PIXEL_MEAN) * _PIXEL_SCALE
-        maps = self._film_cnn(x, lang) if cfg.film else self.cnn(x)
-        if cfg.keypoints:
-            # [B*C, K, H*W] softmax over positions -> expected (x, y) in [-1, 1] per keypoint.
-            weights = torch.softmax(self.keypoint_maps(maps).flatten(2), dim=-1)
-            maps = weights @ self.pixel_xy  # [B*C, K, 2]
-        feats = self.cam_proj(maps.flatten(1))  # [B*C, camera_dim]
+        feats = self.cam_proj(self._camera_maps(images, lang).flatten(1))  # [B*C, camera_dim]
         feats = F.relu(feats.reshape(-1, cfg.n_cameras, cfg.camera_dim) + self.cam_embed)
         joints = self.joint_mlp(torch.cat([joint_position, joint_velocity], dim=-1))
         o = self.norm(self.fuse(torch.cat([feats.flatten(1), joints], dim=-1)))
         return o, lang
+
+    def _camera_maps(self, images: Tensor, lang: Tensor) -> Tensor:
+        """What ``cam_proj`` reads: the CNN's last feature map [B*C, ch, h, w] or, with
+        keypoints, each keypoint's expected (x, y) in [-1, 1] [B*C, K, 2] (x along the image
+        width). ``images`` uint8 [B*C, H, W, 3]; ``lang`` [B, lang_dim] (read with FiLM)."""
+        x = images.permute(0, 3, 1, 2).to(torch.float32)
+        x = (x - _PIXEL_MEAN) * _PIXEL_SCALE
+        maps = self._film_cnn(x, lang) if self.cfg.film else self.cnn(x)
+        if not self.cfg.keypoints:
+            return maps
+        # [B*C, K, H*W] softmax over positions -> expected (x, y) per keypoint.
+        weights = torch.softmax(self.keypoint_maps(maps).flatten(2), dim=-1)
+        return weights @ self.pixel_xy
 
     def _instruction(self, tokens: Tensor) -> Tensor:
         """``l`` [B, lang_dim] from token ids [B, L]."""

@@ -184,7 +184,7 @@ def _episode(plant: Any, cameras: SimCameras, engine: Any, bundle: Any, tokenize
              period: float, n: int, horizon: int, seed: int, mode: str,
              duration_s: float | None,
              on_step: Callable[[int, float, np.ndarray, str], None] | None,
-             on_state: Callable[[int, Any, Any], None] | None = None) -> SimEpisode:
+             on_state: Callable[[int, Any, Any], None] | None) -> SimEpisode:
     wall0 = time.perf_counter()
     episode = plant.reset(seed)
     servo = servo_cls(plant)

@@ -49,10 +49,9 @@ def _red_spot_encoder() -> ObservationEncoder:
 
 
 def _keypoint_xy(enc: ObservationEncoder, image: np.ndarray) -> np.ndarray:
-    x = torch.from_numpy(image)[None].permute(0, 3, 1, 2).to(torch.float32)
-    maps = enc.keypoint_maps(enc.cnn((x - 127.5) / 64.0))
-    weights = torch.softmax(maps.flatten(2), dim=-1)
-    return (weights @ enc.pixel_xy)[0, 0].detach().numpy()
+    """The first keypoint's (x, y), through the encoder's own camera path."""
+    maps = enc._camera_maps(torch.from_numpy(image)[None], torch.zeros(1, enc.cfg.lang_dim))
+    return maps[0, 0].detach().numpy()
 
 
 @pytest.mark.parametrize(("row", "col"), [(5, 10), (30, 50), (20, 30), (0, 59)])
